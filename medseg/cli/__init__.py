@@ -1,0 +1,1 @@
+"""Command line interface: parse arguments, call the Python API, print. Nothing else."""
