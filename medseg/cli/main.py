@@ -20,7 +20,6 @@ COMMANDS: dict[str, str] = {
     "train": "medseg.cli.train",
     "predict": "medseg.cli.predict",
     "evaluate": "medseg.cli.evaluate",
-    "bundle": "medseg.cli.bundle",
 }
 
 
