@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=96, help="in-plane voxels; slices = size/2 (default 96)")
     parser.add_argument("--spacing", type=float, nargs=3, default=(0.8, 0.8, 2.5), metavar=("X", "Y", "Z"),
                         help="voxel size in mm (default 0.8 0.8 2.5)")
-    parser.add_argument("--lesion-radius", type=float, nargs=2, default=(3.0, 6.0), metavar=("MIN", "MAX"),
-                        help="lesion radius range in mm (default 3 6)")
+    parser.add_argument("--lesion-radius", type=float, nargs=2, default=(4.0, 8.0), metavar=("MIN", "MAX"),
+                        help="lesion radius range in mm (default 4 8)")
     parser.add_argument("--max-lesions", type=int, default=3, help="lesions per case, at most (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 

@@ -49,7 +49,7 @@ class SynthConfig:
     test_cases: int = 6
     size: int = 96
     spacing: tuple[float, float, float] = (0.8, 0.8, 2.5)
-    lesion_radius_mm: tuple[float, float] = (3.0, 6.0)
+    lesion_radius_mm: tuple[float, float] = (4.0, 8.0)
     max_lesions: int = 3
     noise_hu: float = 20.0
     lps_every: int = 3
