@@ -214,9 +214,7 @@ def _list_cases(meta: dict[str, Any], root: Path, source: Path, report: CheckRep
     if "training" in meta:
         cases = _msd_cases(meta, root, source, channels, report)
     elif isinstance(meta.get("dataset"), dict):
-        cases = [_Case("training", tuple(Path(root, f) for f in v.get("images", [])),
-                       Path(root, v["label"]) if v.get("label") else None, channels)
-                 for v in meta["dataset"].values() if isinstance(v, dict)]
+        cases = _mapping_cases(meta["dataset"], root, source, channels, report)
     else:
         cases = _nnunet_cases(meta, root, source, channels, report)
     n_train = sum(c.kind == "training" for c in cases)
@@ -261,6 +259,22 @@ def _msd_cases(meta: dict[str, Any], root: Path, source: Path, channels: int, re
     if unlisted:
         report.add([_warn(root / "imagesTr", f"{len(unlisted)} image file(s) not listed in dataset.json",
                           ", ".join(f.name for f in unlisted[:_SHOWN]))])
+    return cases
+
+
+def _mapping_cases(mapping: dict[str, Any], root: Path, source: Path, channels: int, report: CheckReport,
+                   ) -> list[_Case]:
+    """nnU-Net v2 explicit ``"dataset": {case: {"images": [one file per channel], "label": file}}``."""
+    cases: list[_Case] = []
+    for cid, v in mapping.items():
+        images = v.get("images") if isinstance(v, dict) else None
+        if not isinstance(images, list) or not images or not v.get("label"):
+            report.add([_err(source, f"dataset entry {cid!r} needs 'images' (a list) and 'label'", v)])
+            continue
+        if len(images) != channels:
+            report.add([_err(source, f"dataset entry {cid!r} has {len(images)} image file(s) but "
+                                     f"{channels} channel(s) are declared", images)])
+        cases.append(_Case("training", tuple(_join(root, f) for f in images), _join(root, v["label"]), 1))
     return cases
 
 
