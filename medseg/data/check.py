@@ -470,8 +470,10 @@ def _check_label(vol: _Volume, labels: set[int] | None, tol: Tolerances, out: li
         out.append(_err(vol.path, f"label is {len(shape)}D; a label map must be one 3D volume", f"shape {shape}"))
     if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
         lo, hi = int(data.min()), int(data.max())
-        if hi - lo < 1 << 16:
-            counts = np.bincount((data.astype(np.int64, copy=False) - lo).ravel())
+        if hi - lo <= 64:  # the usual few classes: one comparison pass each, no sort, no copy
+            values = np.array([v for v in range(lo, hi + 1) if v in (lo, hi) or (data == v).any()], np.float64)
+        elif hi - lo < 1 << 16:
+            counts = np.bincount((data.astype(np.int64) - lo).ravel(order="K"))
             values = (np.nonzero(counts)[0] + lo).astype(np.float64)
         else:
             values = np.unique(data).astype(np.float64)
