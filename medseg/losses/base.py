@@ -5,9 +5,9 @@ unless stated), ``N`` the number of voxels of one sample.
 
 Input preparation (:func:`prepare_inputs`) is the only place where activations, label-index /
 one-hot handling and background removal happen. Label-index targets are *never* expanded to a
-one-hot tensor on the Dice-family path: per-class sums are taken with ``gather`` (the predicted
-probability of the true class at each voxel) and ``scatter_add`` (accumulated per class), which is
-where the memory saving over MONAI's losses comes from.
+one-hot tensor on the Dice-family path: per-class sums are masked sums, one class at a time,
+and softmax + sums share one fused autograd function (gather + bincount forward, scatter backward)
+whose backward writes the logits' gradient in a single buffer; that is where the memory saving over MONAI's losses comes from.
 
 Reduction contract (:func:`reduce_loss`), shared by all losses: each loss first computes a
 ``(B, C')`` tensor of per-sample, per-class terms (``C'`` = classes kept after background
@@ -15,14 +15,13 @@ removal; ``(1, C')`` when ``batch=True`` pools the batch); ``reduction="none"`` 
 ``"mean"`` is its mean and ``"sum"`` its sum.
 
 Precision: half-precision inputs (fp16/bf16, e.g. under ``torch.autocast``) are activated and
-summed in float32; float64 inputs stay float64. Sums over label indices accumulate in float64.
+summed in float32; float64 inputs stay float64. Sums over label indices are masked per class (no one-hot).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch.nn.modules.loss import _Loss
@@ -86,28 +85,52 @@ def check_activation(sigmoid: bool, softmax: bool, other_act: Callable | None) -
         )
 
 
-@dataclass(frozen=True)
 class PreparedInputs:
     """What :func:`prepare_inputs` hands to a loss.
 
     Attributes:
         probs: ``(B, C, *spatial)`` float probabilities after the activation, *all* channels
-            (background included); float32 for half-precision inputs.
+            (background included); float32 for half-precision inputs. Computed on first access
+            when the softmax is deferred (see ``softmax_logits``).
         labels: ``(B, N)`` int64 class indices in ``[0, C)`` when the target was a label map that
             is used as such (``to_onehot_y`` with ``C > 1``), else ``None``.
         dense: ``(B, C, *spatial)`` float target (one-hot or soft) otherwise, else ``None``.
         first: first channel the loss keeps: 0, or 1 when the background is excluded.
+        softmax_logits: the logits when the activation is a softmax whose evaluation is deferred
+            to a fused kernel (label-index targets), else ``None``.
     """
 
-    probs: torch.Tensor
-    labels: torch.Tensor | None
-    dense: torch.Tensor | None
-    first: int
+    def __init__(
+        self,
+        probs: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        dense: torch.Tensor | None,
+        first: int,
+        softmax_logits: torch.Tensor | None = None,
+    ) -> None:
+        self._probs = probs
+        self.labels = labels
+        self.dense = dense
+        self.first = first
+        self.softmax_logits = softmax_logits
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """Probabilities ``(B, C, *spatial)`` (softmax evaluated here when it was deferred)."""
+        if self._probs is None:
+            assert self.softmax_logits is not None
+            self._probs = activate(self.softmax_logits, softmax=True)
+        return self._probs
+
+    @property
+    def shape(self) -> torch.Size:
+        """Shape ``(B, C, *spatial)`` of the prediction."""
+        return (self._probs if self._probs is not None else self.softmax_logits).shape  # type: ignore[union-attr]
 
     @property
     def num_classes(self) -> int:
         """Number of channels ``C`` of the prediction (background included)."""
-        return int(self.probs.shape[1])
+        return int(self.shape[1])
 
 
 def activate(
@@ -168,10 +191,12 @@ def prepare_inputs(
         warnings.warn("single channel prediction, `to_onehot_y=True` ignored.", stacklevel=3)
     if not include_background and n == 1:
         warnings.warn("single channel prediction, `include_background=False` ignored.", stacklevel=3)
+    first = 1 if (not include_background and n > 1) else 0
+    if apply_activation and softmax and n > 1 and target.shape[1] == 1 and to_onehot_y:
+        return PreparedInputs(None, _check_labels(target, n), None, first, softmax_logits=input)
     probs = activate(input, sigmoid, softmax, other_act) if apply_activation else input
     if probs.dtype in _HALF:
         probs = probs.float()
-    first = 1 if (not include_background and n > 1) else 0
     if target.shape[1] == n:
         dense = target if torch.is_floating_point(target) else target.to(probs.dtype)
         return PreparedInputs(probs, None, dense.to(probs.dtype), first)
@@ -181,12 +206,18 @@ def prepare_inputs(
             f"target must have 1 (label indices) or {n} (one-hot) channels: input {tuple(input.shape)}, "
             f"target {tuple(target.shape)}{hint}"
         )
+    return PreparedInputs(probs, _check_labels(target, n), None, first)
+
+
+def _check_labels(target: torch.Tensor, n: int) -> torch.Tensor:
+    """``(B, N)`` int64 labels of a ``(B, 1, *spatial)`` target, checked to lie in ``[0, n)``."""
     labels = target.reshape(target.shape[0], -1)
-    labels = labels.long() if labels.dtype != torch.int64 else labels
+    if torch.is_floating_point(labels) or labels.dtype == torch.bool:
+        labels = labels.long()
     lo, hi = torch.aminmax(labels)
     if int(lo) < 0 or int(hi) >= n:
         raise ValueError(f"target label indices must be in [0, {n - 1}] for {n} channels, found [{int(lo)}, {int(hi)}]")
-    return PreparedInputs(probs, labels, None, first)
+    return labels.long()
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -200,17 +231,63 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def label_counts(labels: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
     """``(B, C)`` voxel counts per class of a ``(B, N)`` label-index tensor."""
-    ones = torch.ones(1, 1, dtype=torch.float64, device=labels.device).expand_as(labels)
-    counts = torch.zeros(labels.shape[0], num_classes, dtype=torch.float64, device=labels.device)
-    return counts.scatter_add_(1, labels, ones).to(dtype)
+    b = labels.shape[0]
+    bins = (labels.long() + torch.arange(b, device=labels.device).unsqueeze(1) * num_classes).reshape(-1)
+    return torch.bincount(bins, minlength=b * num_classes).reshape(b, num_classes).to(dtype)
 
 
 def per_class_sum_at_labels(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``(B, C)``: for each class c, the sum of ``values`` (``(B, N)``) over voxels labelled c."""
-    acc = torch.zeros(labels.shape[0], num_classes, dtype=torch.float64, device=labels.device)
-    src = values if values.dtype == torch.float64 else values.double()
-    return acc.scatter_add(1, labels, src).to(values.dtype)
+    zero = values.new_zeros(())
+    return torch.stack([torch.where(labels == k, values, zero).sum(-1) for k in range(num_classes)], 1)
 
+
+def true_class_sums(pf: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(B, C)`` ``tp_c = sum_i p_c(i) [y_i == c]`` of ``(B, C, N)`` probabilities, one class at a time."""
+    zero = pf.new_zeros(())
+    return torch.stack([torch.where(labels == k, pf[:, k], zero).sum(-1) for k in range(pf.shape[1])], 1)
+
+
+class _SoftmaxLabelSums(torch.autograd.Function):
+    """Fused ``softmax`` + per-class ``tp = sum(p * [y == c])`` and ``sp = sum(p^a)`` for label targets.
+
+    Saves only the probabilities; the backward pass writes the logits' gradient into one buffer
+    (no one-hot, no product tensors): ``dL/dp = gsp * a p^(a-1) + gtp[y] [c == y]``, then the
+    softmax Jacobian ``dx = p * (dL/dp - sum_c p dL/dp)`` in place.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, squared: bool):  # type: ignore[override]
+        probs = activate(logits, softmax=True)
+        b, c = probs.shape[:2]
+        pf = probs.reshape(b, c, -1)
+        lab = labels.long().unsqueeze(1)  # (B, 1, N)
+        bins = (lab[:, 0] + torch.arange(b, device=lab.device).unsqueeze(1) * c).reshape(-1)
+        p_true = pf.gather(1, lab).reshape(-1)
+        tp = torch.bincount(bins, weights=p_true, minlength=b * c).reshape(b, c).to(probs.dtype)
+        sp = _dot(pf, pf) if squared else pf.sum(-1)
+        ctx.save_for_backward(probs, lab)
+        ctx.squared = squared
+        ctx.in_dtype = logits.dtype
+        return tp, sp
+
+    @staticmethod
+    def backward(ctx, g_tp: torch.Tensor | None, g_sp: torch.Tensor | None):  # type: ignore[override]
+        probs, lab = ctx.saved_tensors
+        b, c = probs.shape[:2]
+        pf = probs.reshape(b, c, -1)
+        g_tp = pf.new_zeros(b, c) if g_tp is None else g_tp
+        g_sp = pf.new_zeros(b, c) if g_sp is None else g_sp
+        if ctx.squared:
+            grad = pf * (2.0 * g_sp).unsqueeze(-1)
+        else:
+            grad = g_sp.unsqueeze(-1).expand_as(pf).contiguous()
+        grad.scatter_add_(1, lab, g_tp.gather(1, lab[:, 0]).unsqueeze(1))
+        dot = torch.zeros_like(pf[:, 0])
+        for k in range(c):  # sum_c p_c dL/dp_c without a (B, C, N) temporary
+            dot.addcmul_(pf[:, k], grad[:, k])
+        grad.sub_(dot.unsqueeze(1)).mul_(pf)
+        return grad.reshape(probs.shape).to(ctx.in_dtype), None, None
 
 def class_sums(
     prep: PreparedInputs, squared: bool = False, batch: bool = False
@@ -219,13 +296,17 @@ def class_sums(
 
     Returns three ``(B, C')`` tensors, or ``(1, C')`` with ``batch=True`` (sums pooled over the
     batch). From these, ``fp = sum(p*(1-g)) = sp - tp`` and ``fn = sum((1-p)*g) = sg - tp`` when
-    ``a = 1``. Label-index targets use gather/scatter and never build a one-hot tensor.
+    ``a = 1``. Label-index targets never build a one-hot tensor.
     """
-    p, first, c = prep.probs, prep.first, prep.num_classes
-    if prep.labels is not None:
+    first, c = prep.first, prep.num_classes
+    if prep.softmax_logits is not None and prep.labels is not None:
+        tp, sp = _SoftmaxLabelSums.apply(prep.softmax_logits, prep.labels, squared)
+        sg = label_counts(prep.labels, c, tp.dtype)
+        tp, sp, sg = tp[:, first:], sp[:, first:], sg[:, first:]
+    elif prep.labels is not None:
+        p = prep.probs
         pf = _flat(p)
-        p_true = pf.gather(1, prep.labels.unsqueeze(1)).squeeze(1)  # (B, N): prob of the true class
-        tp = per_class_sum_at_labels(p_true, prep.labels, c)[:, first:]
+        tp = true_class_sums(pf, prep.labels)[:, first:]
         sg = label_counts(prep.labels, c, p.dtype)[:, first:]  # g in {0, 1}: g^2 == g
         pk = pf[:, first:]
         sp = _dot(pk, pk) if squared else pk.sum(-1)
@@ -260,7 +341,7 @@ class SegLoss(_Loss):
     Args:
         include_background: if False, channel 0 (background) is left out of the loss.
         to_onehot_y: the target holds class indices ``(B, 1, *spatial)``; it is used as such
-            (gather/scatter), never expanded to one-hot.
+            (per-class masked sums), never expanded to one-hot.
         sigmoid: apply a sigmoid to ``input`` (multi-label).
         softmax: apply a softmax over channels to ``input`` (multi-class).
         other_act: any other activation callable; at most one of the three may be set.

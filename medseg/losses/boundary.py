@@ -198,7 +198,7 @@ class BoundaryDiceLoss(DiceLoss):
         prep = self.prepare(input, target)
         p = prep.probs
         if prep.labels is not None:
-            g = F.one_hot(prep.labels, p.shape[1]).transpose(1, 2).reshape(p.shape).to(p.dtype)
+            g = F.one_hot(prep.labels.long(), p.shape[1]).transpose(1, 2).reshape(p.shape).to(p.dtype)
         else:
             g = prep.dense
         p, g = p[:, prep.first :], g[:, prep.first :]  # type: ignore[index]

@@ -222,7 +222,7 @@ class DiceFocalLoss(_DiceCompound):
         if self.softmax and c > 1:
             logp = torch.log_softmax(x, 1).reshape(b, c, -1)
             if prep.labels is not None:
-                lp = logp.gather(1, prep.labels.unsqueeze(1)).squeeze(1)
+                lp = logp.gather(1, prep.labels.long().unsqueeze(1)).squeeze(1)
                 fl = -(1.0 - lp.exp()).pow(self.gamma) * lp
                 if self.alpha is not None:
                     fl = fl * torch.where(prep.labels == 0, 1.0 - self.alpha, self.alpha)
