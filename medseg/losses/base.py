@@ -35,6 +35,7 @@ __all__ = [
     "check_choice",
     "check_range",
     "class_sums",
+    "dot_per_class",
     "prepare_inputs",
     "reduce_loss",
 ]
@@ -224,9 +225,16 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    # sum over voxels of a*b per (B, C) without materialising the product
-    return torch.einsum("bcn,bcn->bc", _flat(a), _flat(b))
+def dot_per_class(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(B, C)`` sum over voxels of ``a * b`` (``(B, C, *spatial)``), without a product tensor.
+
+    Runs outside autocast (which would otherwise evaluate the contraction in fp16/bf16).
+    """
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        return torch.einsum("bcn,bcn->bc", _flat(a), _flat(b.to(a.dtype)))
+
+
+_dot = dot_per_class
 
 
 def label_counts(labels: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:

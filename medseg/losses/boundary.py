@@ -14,6 +14,7 @@ from medseg.losses.base import (
     activate,
     check_choice,
     check_range,
+    dot_per_class,
     reduce_loss,
 )
 from medseg.losses.dice import DiceLoss
@@ -106,7 +107,7 @@ class BoundaryLoss(SegLoss):
             first = 1 if (not self.include_background and input.shape[1] > 1) else 0
         p = probs[:, first:].reshape(probs.shape[0], probs.shape[1] - first, -1)
         d = distance_map[:, first:].reshape(p.shape).to(p.dtype)
-        f = torch.einsum("bcn,bcn->bc", p, d) / p.shape[-1]
+        f = dot_per_class(p, d) / p.shape[-1]
         return f.mean(0, keepdim=True) if self.batch else f
 
     def activate(self, input: torch.Tensor) -> torch.Tensor:

@@ -47,15 +47,21 @@ def region_boundary_loss(
     batch: bool = False,
     reduction: str = "mean",
     spacing: Sequence[float] | float | None = None,
+    boundary_include_background: bool = False,
 ) -> WeightedSumLoss:
     """Region + boundary loss as in Kervadec et al. (2019): ``w_r * GDL + w_b * BoundaryLoss``.
 
     The region term (Generalized Dice by default, or Dice) sees all classes
     (``include_background``); the boundary term sees the foreground classes only, as in the
-    paper. ``boundary_weight`` starts small (0.01) and is raised during training by
+    paper (``boundary_include_background``). ``boundary_weight`` starts small (0.01) and is raised during training by
     :class:`medseg.handlers.loss_schedule.BoundaryLossSchedule` (terms ``"region"`` and
     ``"boundary"``). Returns a :class:`WeightedSumLoss` with ``uses_distance_map = True``.
     """
+    if reduction == "none" and bool(include_background) != bool(boundary_include_background):
+        raise ValueError(
+            "reduction='none' needs the same classes in both terms: set include_background="
+            f"{bool(boundary_include_background)} or boundary_include_background={bool(include_background)}"
+        )
     if region not in REGION_LOSSES:
         raise ValueError(f"region must be one of {', '.join(REGION_LOSSES)}; got {region!r}")
     common = dict(to_onehot_y=to_onehot_y, sigmoid=sigmoid, softmax=softmax, other_act=other_act, batch=batch)
@@ -63,7 +69,7 @@ def region_boundary_loss(
     return WeightedSumLoss(
         {
             "region": region_cls(include_background=include_background, reduction=reduction, **common),
-            "boundary": BoundaryLoss(include_background=False, reduction=reduction, spacing=spacing, **common),
+            "boundary": BoundaryLoss(include_background=boundary_include_background, reduction=reduction, spacing=spacing, **common),
         },
         {"region": region_weight, "boundary": boundary_weight},
     )

@@ -74,7 +74,7 @@ SOFTMAX_GRID = [g for g in GRID if g[1] == "softmax"]
 
 
 @pytest.mark.parametrize("squared", [False, True], ids=["plain", "squared"])
-@pytest.mark.parametrize("ndim,act,bg,batch,onehot", SOFTMAX_GRID, ids=[i for g, i in zip(GRID, IDS) if g[1] == "softmax"])
+@pytest.mark.parametrize("ndim,act,bg,batch,onehot", SOFTMAX_GRID, ids=[i for g, i in zip(GRID, IDS, strict=True) if g[1] == "softmax"])
 def test_dice_ce_matches_monai(ndim, act, bg, batch, onehot, squared):
     x, y = _data(ndim, onehot)
     kw = _kw(act, bg, batch, onehot)
@@ -94,7 +94,7 @@ def test_dice_ce_single_channel_bce_matches_monai():
 SIGMOID_GRID = [g for g in GRID if g[1] == "sigmoid"]
 
 
-@pytest.mark.parametrize("ndim,act,bg,batch,onehot", SIGMOID_GRID, ids=[i for g, i in zip(GRID, IDS) if g[1] == "sigmoid"])
+@pytest.mark.parametrize("ndim,act,bg,batch,onehot", SIGMOID_GRID, ids=[i for g, i in zip(GRID, IDS, strict=True) if g[1] == "sigmoid"])
 def test_dice_focal_sigmoid_matches_monai(ndim, act, bg, batch, onehot):
     x, y = _data(ndim, onehot)
     kw = _kw(act, bg, batch, onehot)
