@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "train": "medseg.cli.train",
     "predict": "medseg.cli.predict",
     "evaluate": "medseg.cli.evaluate",
+    "bundle": "medseg.cli.bundle",
 }
 
 

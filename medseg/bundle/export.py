@@ -1,0 +1,136 @@
+"""Export a ``medseg train`` run directory to a MONAI bundle.
+
+The bundle gets the run's best weights (``models/model.pt``, a plain state dict), configs rendered
+from the run's resolved config (network, pre-processing, loss, fold, dataset path), metadata whose
+``eval_metrics`` come from the evaluation report (``summary.json`` of ``medseg evaluate``) or, when
+there is none, from the best validation epoch of ``metrics.jsonl``, the run's config and split as
+provenance under ``docs/training_run/``, and a TorchScript ``models/model.ts`` made by MONAI's
+``ckpt_export``. The bundle is assembled in a temporary folder next to ``OUT_DIR`` and renamed into
+place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medseg.bundle.readme import LICENSE_TEXT, bundle_readme
+from medseg.bundle.template import BundleParams, write_bundle
+from medseg.errors import InputError
+
+__all__ = ["export_run", "params_from_run", "find_report", "report_metrics"]
+
+logger = logging.getLogger(__name__)
+
+
+def find_report(run_dir: Path, report: str | Path | None = None) -> Path | None:
+    """``summary.json`` given (file or folder), else in ``RUN_DIR/report/`` or ``RUN_DIR/../report/``."""
+    if report is not None:
+        p = Path(report)
+        p = p / "summary.json" if p.is_dir() else p
+        if not p.is_file():
+            raise InputError(f"--report {report}: no summary.json there")
+        return p
+    for candidate in (run_dir / "report" / "summary.json", run_dir.parent / "report" / "summary.json"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def report_metrics(summary: dict[str, Any]) -> dict[str, float | None]:
+    """Flat metrics from a ``medseg evaluate`` summary: foreground means and per-class Dice / HD95 means."""
+    out: dict[str, float | None] = {}
+    for metric, value in (summary.get("mean_foreground") or {}).items():
+        out[f"mean_{metric}"] = value
+    for entry in (summary.get("classes") or {}).values():
+        for metric in ("dice", "hd95"):
+            stats = entry.get("metrics", {}).get(metric) or {}
+            out[f"{entry.get('name', entry.get('label'))}_{metric}"] = stats.get("mean")
+    return out
+
+
+def _validation_metrics(run_dir: Path) -> dict[str, float | None]:
+    journal = run_dir / "metrics.jsonl"
+    if not journal.is_file():
+        return {}
+    records = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
+    scored = [r for r in records if "val_mean_dice" in r["metrics"]]
+    if not scored:
+        return {}
+    best = max(scored, key=lambda r: r["metrics"]["val_mean_dice"])
+    return {k: v for k, v in best["metrics"].items() if k.startswith("val_")}
+
+
+def params_from_run(run_dir: Path, payload: dict[str, Any], name: str,
+                    metrics: dict[str, float | None]) -> BundleParams:
+    """Bundle parameters equal to the run's resolved training config."""
+    cfg = payload["config"]
+    labels = {int(k): v for k, v in payload.get("labels", {}).items()} or {0: "background", 1: "foreground"}
+    return BundleParams(
+        name=name, changelog={"0.1.0": f"exported from medseg run {run_dir.name} (epoch {payload.get('epoch')})"},
+        dataset_dir=str(Path(cfg["data"]).resolve()), labels=labels, modality=str(payload.get("modality", "CT")),
+        channels=tuple(cfg["channels"]), strides=tuple(cfg["strides"]), num_res_units=int(cfg["num_res_units"]),
+        pixdim=tuple(cfg["pixdim"]), patch_size=tuple(cfg["patch_size"]), hu_window=tuple(cfg["hu_window"]),
+        loss=cfg["loss"], loss_args=dict(cfg.get("loss_args") or {}), epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
+        weight_decay=float(cfg["weight_decay"]), batch_size=int(cfg["batch_size"]),
+        samples_per_case=int(cfg["samples_per_case"]), fold=int(cfg["fold"]), folds=int(cfg["folds"]),
+        seed=int(cfg["seed"]), eval_metrics=metrics,
+        data_source=f"{Path(cfg['data']).resolve()} (MSD / nnU-Net v2 layout)")
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, report: str | Path | None = None,
+               name: str | None = None, overwrite: bool = False, torchscript: bool = True) -> Path:
+    """Write the bundle of ``run_dir`` to ``out_dir``; returns ``out_dir``."""
+    from medseg.engine.predict import _checkpoint_of
+    from medseg.handlers.checkpoint import load_checkpoint
+
+    run = Path(run_dir)
+    if not (run / "config.json").is_file():
+        raise InputError(f"{run}: not a medseg training run (no config.json)")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out}: exists and is not empty (choose another folder or pass --force)")
+    ckpt = _checkpoint_of(run)
+    payload = load_checkpoint(ckpt)
+    if "model" not in payload or "config" not in payload:
+        raise InputError(f"{ckpt}: not a medseg training checkpoint (needs 'model' and 'config' entries)")
+    summary_path = find_report(run, report)
+    if summary_path is not None:
+        metrics = report_metrics(json.loads(summary_path.read_text()))
+        source = f"evaluation report {summary_path}"
+    else:
+        metrics = _validation_metrics(run)
+        source = f"best validation epoch of {run / 'metrics.jsonl'}"
+    params = params_from_run(run, payload, name or out.name, metrics)
+    provenance = (f"Exported from the medseg training run `{run.resolve()}` (checkpoint `{ckpt.name}`, epoch "
+                  f"{payload.get('epoch')}); evaluation metrics from the {source}.\n")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_bundle(tmp, params, bundle_readme(params, provenance), LICENSE_TEXT)
+        torch.save(payload["model"], tmp / "models" / "model.pt")
+        for f in ("config.json", "datalist.json"):
+            if (run / f).is_file():
+                (tmp / "docs" / "training_run").mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run / f, tmp / "docs" / "training_run" / f)
+        if summary_path is not None:
+            shutil.copy2(summary_path, tmp / "docs" / "training_run" / "evaluation_summary.json")
+        if torchscript:
+            from medseg.bundle.verify import export_torchscript
+
+            export_torchscript(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("bundle written to %s (metrics from the %s)", out, source)
+    return out
