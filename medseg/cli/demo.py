@@ -54,13 +54,17 @@ def _run(args: argparse.Namespace) -> None:
     print(f"[3/4] predicting {data / 'imagesTs'}", flush=True)
     predict(run_dir, data / "imagesTs", preds, device=args.device)
     print("[4/4] evaluating against labelsTs", flush=True)
-    summary = evaluate_folders(preds, data / "labelsTs", report, image_dir=data / "imagesTs",
-                               tracking_uri=uri, run_id=result.mlflow_run_id)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=result.mlflow_run_id):  # the report joins the training run
+        summary = evaluate_folders(preds, data / "labelsTs", report, image_dir=data / "imagesTs")
 
     minutes = (time.perf_counter() - t0) / 60
     print(f"\ndone in {minutes:.1f} min. Held-out cases ({args.test_cases}):")
-    for name, stats in summary["classes"].items():
-        print(f"  {name:<12} Dice {stats['dice']['mean']:.3f}   HD95 {stats['hd95']['mean']:.2f} mm")
+    for entry in summary["classes"].values():
+        stats = entry["metrics"]
+        print(f"  {entry['name']:<12} Dice {stats['dice']['mean']:.3f}   HD95 {stats['hd95']['mean']:.2f} mm")
     print(f"\n  dataset      {data}")
     print(f"  run          {run_dir}  (best checkpoint: {result.best_checkpoint.name})")
     print(f"  predictions  {preds}")

@@ -68,7 +68,7 @@ def _distance_map(cfg: PipelineConfig) -> list[mt.Transform]:
         return []
     from medseg.transforms import SignedDistanceMapd
 
-    return [SignedDistanceMapd(keys="label", output_key=cfg.distance_map_key, num_classes=cfg.num_classes)]
+    return [SignedDistanceMapd(keys="label", num_classes=cfg.num_classes, output_keys=cfg.distance_map_key)]
 
 
 def train_transforms(cfg: PipelineConfig) -> mt.Compose:

@@ -144,6 +144,8 @@ def predict(model: str | Path, inputs: str | Path, output_dir: str | Path, devic
     if sw_batch_size < 1:
         raise InputError(f"--sw-batch-size must be >= 1, got {sw_batch_size}")
     dev = resolve_device(device)
+    if loaded is None:
+        _checkpoint_of(model)  # a wrong --model is reported before the inputs are scanned
     files = find_inputs(inputs)
     lm = loaded or load_model(model, dev)
     out = Path(output_dir)

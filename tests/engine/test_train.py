@@ -30,7 +30,8 @@ def test_mlflow_run_has_params_series_and_artifacts(tiny_run):
     assert run.info.status == "FINISHED"
     assert run.data.params["loss"] == "dice_ce" and run.data.params["epochs"] == "2"
     assert run.data.tags["loss"] == "dice_ce" and "git_commit" in run.data.tags
-    for key in ("train_loss", "val_mean_dice"):
+    for key in ("train_loss", "val_mean_dice", "val_dice_organ", "val_dice_lesion", "val_hd95_organ",
+                "val_iou_lesion"):
         history = client.get_metric_history(tiny_run.mlflow_run_id, key)
         assert sorted(m.step for m in history) == [1, 2], key
     artifacts = {a.path for a in client.list_artifacts(tiny_run.mlflow_run_id)}
