@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 
 from medseg.errors import InputError
-from medseg.metrics import CONVENTIONS
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "HD_CONVENTIONS"]
+
+# spelled out so that `medseg --help` does not import scipy; a test keeps it equal to
+# medseg.metrics.CONVENTIONS
+HD_CONVENTIONS = ("monai", "medpy", "surface_distance")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder for metrics.csv, summary.json, report.html")
     parser.add_argument("--labels", type=int, nargs="+", metavar="K",
                         help="foreground labels to evaluate (default: dataset.json labels, else those found)")
-    parser.add_argument("--hd-convention", choices=CONVENTIONS, default="monai",
+    parser.add_argument("--hd-convention", choices=HD_CONVENTIONS, default="monai",
                         help="surface/percentile convention of HD95, ASSD and NSD (default: monai)")
     parser.add_argument("--nsd-tolerance", type=float, default=1.0, metavar="MM",
                         help="normalised surface Dice tolerance in mm (default: 1.0)")

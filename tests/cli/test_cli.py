@@ -62,3 +62,13 @@ def test_synth_then_predict_through_the_cli(tiny_run, tmp_path):
                  "--output", str(tmp_path / "p"), "--device", "cpu")
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "p" / "case_001.nii.gz").is_file()
+
+
+def test_help_stays_light_and_conventions_match():
+    from medseg.cli.evaluate import HD_CONVENTIONS
+    from medseg.metrics import CONVENTIONS
+
+    assert tuple(HD_CONVENTIONS) == tuple(CONVENTIONS)
+    code = "import sys, medseg.cli.main as m; m.build_parser(); print('scipy' in sys.modules, 'torch' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.split() == ["False", "False"], res.stderr
