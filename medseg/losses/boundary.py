@@ -36,7 +36,7 @@ def distance_map_from_target(
     maps = []
     for b in range(shape[0]):
         if prep.labels is not None:
-            lab = prep.labels[b].reshape(spatial).cpu().numpy()
+            lab = prep.labels[b].reshape(1, *spatial).cpu().numpy()
             maps.append(signed_distance_map(lab, c, spacing))
         else:
             dense = prep.dense[b].detach().cpu().numpy() > 0.5  # type: ignore[index]

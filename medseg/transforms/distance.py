@@ -56,7 +56,7 @@ DISTANCE_KEY = "dist"
 
 def _edt_of(mask: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
     """Distance of each nonzero voxel to the nearest zero voxel (0 on zeros), float32."""
-    if _edt is not None:
+    if _edt is not None and mask.ndim in (2, 3):
         return _edt.edt(np.ascontiguousarray(mask, dtype=np.uint8), anisotropy=spacing, black_border=False)
     return distance_transform_edt(mask, sampling=spacing).astype(np.float32)
 
@@ -89,8 +89,8 @@ def signed_distance_map(
     """Per-class signed distance maps ``(C, *spatial)`` of a label-index map.
 
     Args:
-        label: ``(1, *spatial)`` (channel-first) or ``(*spatial)`` integer class indices in
-            ``[0, num_classes)``; float arrays holding integers are accepted.
+        label: ``(1, *spatial)`` (channel-first) integer class indices in ``[0, num_classes)``;
+            float arrays holding integers are accepted.
         num_classes: ``C``, number of classes including the background (channel order = class index).
         spacing: voxel size per spatial axis (mm), or a scalar, or None for 1.
 
@@ -100,10 +100,9 @@ def signed_distance_map(
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
     arr = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
-    if arr.ndim >= 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim < 1:
-        raise ValueError(f"label must be (1, *spatial) or (*spatial), got shape {arr.shape}")
+    if arr.ndim < 2 or arr.shape[0] != 1:
+        raise ValueError(f"label must be channel-first (1, *spatial), got shape {arr.shape}")
+    arr = arr[0]
     lab = np.rint(arr).astype(np.int64) if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.int64)
     if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
         raise ValueError(
