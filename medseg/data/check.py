@@ -411,7 +411,7 @@ def _read_sitk(path: Path, out: list[Problem]) -> _Volume | None:
     except RuntimeError as exc:
         out.append(_err(path, f"not a readable image: {' '.join(str(exc).split())[:300]}"))
         return None
-    data = sitk.GetArrayViewFromImage(img)
+    data = sitk.GetArrayFromImage(img)  # a copy: a view dies with the image
     dim = img.GetDimension()
     data = np.transpose(data, tuple(range(dim - 1, -1, -1)) + tuple(range(dim, data.ndim)))
     affine = np.eye(4)

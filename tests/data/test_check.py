@@ -302,3 +302,20 @@ def test_cli_json_report_and_warnings(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["check", str(root), "--json", str(out_json)]) == 2
     assert "empty label file" in capsys.readouterr().err
     assert json.loads(out_json.read_text())["errors"][0]["problem"] == "empty label file"
+
+
+def test_nnunet_v2_nrrd_files_via_simpleitk(tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    for folder, name, arr, spacing in (("imagesTr", "a_0000.nrrd", np.ones((6, 8, 8), np.float32), (0.8, 0.8, 2.5)),
+                                       ("labelsTr", "a.nrrd", np.ones((6, 8, 8), np.uint8), (0.8, 0.8, 2.0))):
+        (tmp_path / folder).mkdir()
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing(spacing)
+        sitk.WriteImage(img, str(tmp_path / folder / name))
+    meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "x": 1}, "numTraining": 1, "file_ending": ".nrrd"}
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    # values read correctly (only 0/1), spacing compared in the same (x, y, z) order as NIfTI
+    assert errors(tmp_path) == [f"{tmp_path}/labelsTr/a.nrrd: spacing differs: label vs its image "
+                                f"{tmp_path}/imagesTr/a_0000.nrrd [seen: label [0.8, 0.8, 2. ] mm, "
+                                "image [0.8, 0.8, 2.5] mm]"]
