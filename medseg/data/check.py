@@ -342,6 +342,14 @@ class _Volume:
 
 def _check_case(case: _Case, labels: set[int] | None, tol: Tolerances) -> list[Problem]:
     out: list[Problem] = []
+    try:
+        _check_case_files(case, labels, tol, out)
+    except Exception as exc:  # a file shaped like nothing foreseen: report it, check the other cases
+        out.append(_err(case.label or case.images[0], f"could not be checked: {type(exc).__name__}: {exc}"))
+    return out
+
+
+def _check_case_files(case: _Case, labels: set[int] | None, tol: Tolerances, out: list[Problem]) -> None:
     images = [_read(f, out, tol) for f in case.images]
     for vol in images:
         if vol is not None:
@@ -352,7 +360,6 @@ def _check_case(case: _Case, labels: set[int] | None, tol: Tolerances) -> list[P
         for vol in images:
             if vol is not None:
                 _compare_geometry(vol, label, tol, out)
-    return out
 
 
 def _read(path: Path, out: list[Problem], tol: Tolerances, what: str = "image file") -> _Volume | None:
@@ -428,8 +435,8 @@ def _check_qform_sform(path: Path, img: Any, shape: tuple[int, ...], tol: Tolera
     sform, scode = img.header.get_sform(coded=True)
     if not (qcode and scode and qform is not None and sform is not None):
         return
-    ijk = np.array([[i, j, k, 1.0] for i in (0, max(shape[0] - 1, 0)) for j in (0, max(shape[1] - 1, 0))
-                    for k in (0, max(shape[2] - 1, 0) if len(shape) > 2 else 0)]).T
+    n = [*shape[:3], 1, 1, 1][:3]
+    ijk = np.array([[i, j, k, 1.0] for i in (0, n[0] - 1) for j in (0, n[1] - 1) for k in (0, n[2] - 1)]).T
     dist = float(np.max(np.linalg.norm((qform @ ijk - sform @ ijk)[:3], axis=0)))
     spacing = float(np.min(np.linalg.norm(sform[:3, :3], axis=0))) or 1.0
     if dist > tol.qform_sform_voxels * spacing:
