@@ -51,7 +51,7 @@ META_SCHEMA: dict[str, Any] = {
     "title": "MONAI bundle metadata (medseg offline copy of the MONAI Bundle Specification)",
     "type": "object",
     "required": ["schema", "version", "changelog", "monai_version", "pytorch_version", "numpy_version",
-                 "optional_packages_version", "name", "task", "description", "authors", "copyright",
+                 "required_packages_version", "name", "task", "description", "authors", "copyright",
                  "network_data_format"],
     "properties": {
         "schema": {"type": "string", "minLength": 1},
