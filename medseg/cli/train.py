@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--loss-args: expected a JSON object, got {args.loss_args!r}")
     if args.resume:
         cfg = load_run_config(args.out)
+        cfg.out = args.out  # a moved or copied run resumes where it now is
         if args.epochs is not None:
             cfg.epochs = args.epochs
         cfg.device, cfg.amp, cfg.progress = args.device, args.amp, not args.no_progress

@@ -10,9 +10,7 @@ never arbitrary pickled objects.
 from __future__ import annotations
 
 import logging
-import pickle
 import re
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -90,18 +88,15 @@ class CheckpointSaver:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; any problem becomes an :class:`InputError`."""
+    """Load a checkpoint with ``weights_only=True``; any problem becomes an :class:`InputError`.
+
+    Unsafe pickles and truncated/corrupt files are told apart by
+    :func:`medseg.bundle.trust.safe_torch_load`.
+    """
+    from medseg.bundle.trust import safe_torch_load
+
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: checkpoint not found")
-    try:
-        obj = torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{p}: refused to load: it contains a pickled object that is not a tensor or a "
-                         f"primitive container ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise InputError(f"{p}: unreadable checkpoint (truncated or corrupt: {exc})") from None
+    obj = safe_torch_load(p, map_location=map_location)
     if not isinstance(obj, dict):
         raise InputError(f"{p}: not a medseg checkpoint (top level is {type(obj).__name__}, expected a dict)")
     return obj

@@ -189,8 +189,6 @@ def test_resume_without_checkpoint_is_an_error(killed_and_resumed: dict, tmp_pat
     assert not (tmp_path / "never").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="medseg/cli/train.py takes the run folder from config.json on --resume "
-                   "instead of --out, so a moved or copied run resumes (and writes into) the original folder")
 def test_moved_run_directory_resumes_in_place(killed_and_resumed: dict, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     from medseg.cli.main import main

@@ -34,7 +34,15 @@ def test_truncated_newest_falls_back_to_previous(tmp_path, caplog):
     newest.write_bytes(newest.read_bytes()[:100])
     path, payload = latest_checkpoint(tmp_path)
     assert path.name == "last_epoch=1.pt" and payload["epoch"] == 1
-    assert "last_epoch=2.pt: unreadable checkpoint (truncated or corrupt" in caplog.text
+    assert "last_epoch=2.pt: not a complete checkpoint (truncated or corrupted)" in caplog.text
+
+
+def test_garbage_newest_is_skipped(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    CheckpointSaver(tmp_path, {"model": model}).save_last(_engine(1))
+    (tmp_path / "last_epoch=2.pt").write_bytes(b"not a checkpoint at all")
+    path, _ = latest_checkpoint(tmp_path)
+    assert path.name == "last_epoch=1.pt"
 
 
 def test_restore_round_trip(tmp_path):
@@ -52,7 +60,7 @@ class Payload:
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"model": {}, "x": Payload()}, path, pickle_module=pickle)
-    with pytest.raises(InputError, match="evil.pt: refused to load: it contains a pickled object"):
+    with pytest.raises(InputError, match="evil.pt: contains a pickled object of type print that is not allowed"):
         load_checkpoint(path)
 
 
