@@ -82,7 +82,7 @@ def train_transforms(cfg: PipelineConfig) -> mt.Compose:
     ratios = list(cfg.class_ratios) if cfg.class_ratios else [1.0] * cfg.num_classes
     return mt.Compose([
         *preprocessing(cfg),
-        mt.SpatialPadd(keys=spatial, spatial_size=cfg.patch_size),
+        mt.SpatialPadd(keys=["image", "label"], spatial_size=cfg.patch_size),
         *_distance_map(cfg),
         mt.RandCropByLabelClassesd(keys=spatial, label_key="label", spatial_size=cfg.patch_size,
                                    ratios=ratios, num_classes=cfg.num_classes,
