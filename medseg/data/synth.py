@@ -97,7 +97,7 @@ def synthesise_case(cfg: SynthConfig, rng: np.random.Generator) -> tuple[np.ndar
 
     # organ: deformed rotated ellipsoid in the right-anterior part of the body
     centre = np.array([rng.uniform(-0.35, -0.15) * bx, rng.uniform(-0.05, 0.2) * by, rng.uniform(-0.1, 0.1) * half_z])
-    radii = np.array([rng.uniform(0.28, 0.36) * bx, rng.uniform(0.35, 0.45) * by, rng.uniform(0.45, 0.6) * half_z])
+    radii = np.array([rng.uniform(0.32, 0.40) * bx, rng.uniform(0.40, 0.50) * by, rng.uniform(0.50, 0.65) * half_z])
     theta = rng.uniform(-0.4, 0.4)
     c, s = np.cos(theta), np.sin(theta)
     dx, dy, dz = gx - centre[0], gy - centre[1], gz - centre[2]
