@@ -151,6 +151,35 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _log_best_model(tracker: Any, network: torch.nn.Module, best: Path, patch_size: tuple[int, ...]) -> None:
+    """Log the best weights as an MLflow PyTorch model (torch.export "pt2" format, no pickle).
+
+    The (2, 1, *patch_size) input example keeps the batch dimension dynamic; the spatial size is
+    the training patch, the window a sliding-window inferer feeds it.
+    """
+    import copy
+
+    import numpy as np
+
+    from medseg.handlers.checkpoint import load_checkpoint
+
+    model = copy.deepcopy(network).cpu().eval()
+    if best.is_file():
+        model.load_state_dict(load_checkpoint(best)["model"])
+    tracker.log_model(model, np.zeros((2, 1, *patch_size), dtype=np.float32))
+
+
+def _loss_schedule(loss: torch.nn.Module) -> Any:
+    """The paper's region-to-boundary rebalancing for a loss with ``region`` and ``boundary`` terms."""
+    from medseg.handlers.loss_schedule import BoundaryLossSchedule
+    from medseg.losses.compound import WeightedSumLoss
+
+    for module in loss.modules():
+        if isinstance(module, WeightedSumLoss) and {"region", "boundary"} <= set(module.weights):
+            return BoundaryLossSchedule(loss=loss)
+    return None
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     """Train a 3D U-Net on ``cfg.data``; see the module docstring for what lands in ``cfg.out``."""
     from ignite.handlers import ProgressBar
@@ -229,6 +258,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         train_handlers=[LrScheduleHandler(scheduler, print_lr=False),
                         ValidationHandler(validator=evaluator, interval=cfg.val_interval, epoch_level=True)])
 
+    schedule = _loss_schedule(loss)
+    if schedule is not None:
+        schedule.attach(trainer)
+
     objects: dict[str, Any] = {"model": network, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
     if amp and trainer.scaler is not None:
         objects["scaler"] = trainer.scaler
@@ -287,6 +320,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     best = ckpt_dir / "best.pt"
     tracker.log_artifact(best, "checkpoints")
     tracker.log_artifact(run_dir / "metrics.jsonl")
+    _log_best_model(tracker, network, best, cfg.patch_size)
     tracker.finish("FINISHED")
     return TrainResult(run_dir=run_dir, best_checkpoint=best, best_metric=float(saver.best_score or 0.0),
                        epochs=cfg.epochs, mlflow_run_id=tracker.run_id, tracking_uri=tracking_uri)

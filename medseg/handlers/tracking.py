@@ -135,6 +135,29 @@ class MLflowTracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> bool:
         return self._safe("log_artifact", self.client.log_artifact, self.run_id, str(path), artifact_path)
 
+    def log_model(self, model: Any, input_example: Any, name: str = "model") -> str | None:
+        """``mlflow.pytorch.log_model`` into this run with ``input_example`` (signature inferred from it).
+
+        Returns the model URI, or ``None`` when MLflow is unreachable (warned once, training unaffected).
+        Requirements are pinned to the running torch / MONAI versions instead of being inferred
+        (inference would load the model again in a subprocess).
+        """
+        try:
+            import mlflow
+            import mlflow.pytorch
+            import monai
+            import torch
+
+            mlflow.set_tracking_uri(self.tracking_uri)
+            requirements = [f"torch=={torch.__version__.split('+')[0]}", f"monai=={monai.__version__}"]
+            with mlflow.start_run(run_id=self.run_id):
+                info = mlflow.pytorch.log_model(model, name=name, input_example=input_example,
+                                                pip_requirements=requirements)
+            return str(info.model_uri)
+        except Exception as exc:  # noqa: BLE001 - tracking must never stop training
+            self._warn(exc, "log_model")
+            return None
+
     # -- metrics ---------------------------------------------------------------------------------
     def record(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Add one epoch to the journal (replacing a previous record of the same epoch)."""
