@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "predict": "medseg.cli.predict",
     "evaluate": "medseg.cli.evaluate",
     "bundle": "medseg.cli.bundle",
+    "crossval": "medseg.cli.crossval",
 }
 
 
