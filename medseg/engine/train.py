@@ -185,7 +185,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     from ignite.handlers import ProgressBar
     from monai.engines import SupervisedEvaluator, SupervisedTrainer
     from monai.engines.utils import default_prepare_batch
-    from monai.handlers import LrScheduleHandler, ValidationHandler, from_engine
+    from monai.handlers import LrScheduleHandler, ValidationHandler
     from monai.inferers import SimpleInferer, SlidingWindowInferer
     from monai.transforms import AsDiscreted, Compose
     from monai.utils import set_determinism
@@ -309,7 +309,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                     ", ".join(f"{k}={v:.4f}" for k, v in record.items()))
 
     if cfg.progress:
-        ProgressBar(persist=False).attach(trainer, output_transform=from_engine(["loss"], first=True))
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": float(out["loss"])})
 
     try:
         if resumed is None or trainer.state.epoch < cfg.epochs:
