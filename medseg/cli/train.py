@@ -38,13 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128), help="U-Net channels per level")
     parser.add_argument("--cache-rate", type=float, default=1.0, help="fraction of cases cached in memory")
     parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--nproc", type=int, default=1, help="training processes via torch.distributed: NCCL, one "
+                        "GPU each, on CUDA; Gloo on CPU (default 1)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     parser.add_argument("--no-check", action="store_true", help="skip the dataset integrity check")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.engine.train import TrainConfig, load_run_config, train
+    from medseg.engine.distributed import launch
+    from medseg.engine.train import TrainConfig, load_run_config
 
     try:
         loss_args = json.loads(args.loss_args)
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             pixdim=tuple(args.pixdim), channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1),
             cache_rate=args.cache_rate, num_workers=args.num_workers, check_data=not args.no_check,
             progress=not args.no_progress)
-    result = train(cfg, resume=args.resume)
+    result = launch(cfg, nproc=args.nproc, resume=args.resume)
     print(f"best validation mean Dice {result.best_metric:.4f}: {result.best_checkpoint}")
     print(f"MLflow run {result.mlflow_run_id} in {result.tracking_uri}")
     return 0

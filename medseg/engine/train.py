@@ -119,17 +119,20 @@ def _loaders(cfg: TrainConfig, train_files, val_files, pcfg):
     from monai.data import CacheDataset, DataLoader, Dataset
 
     from medseg.data.pipeline import train_transforms, val_transforms
+    from medseg.engine.distributed import is_main, samplers
 
     def dataset(files, transform):
         if cfg.cache_rate > 0:
-            return CacheDataset(files, transform, cache_rate=cfg.cache_rate, num_workers=2, progress=cfg.progress)
+            return CacheDataset(files, transform, cache_rate=cfg.cache_rate, num_workers=2,
+                                progress=cfg.progress and is_main())
         return Dataset(files, transform)
 
     train_ds = dataset(train_files, train_transforms(pcfg))
     val_ds = dataset(val_files, val_transforms(pcfg))
-    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                              persistent_workers=cfg.num_workers > 0)
-    val_loader = DataLoader(val_ds, batch_size=1, num_workers=cfg.num_workers)
+    train_sampler, val_sampler = samplers(train_ds, val_ds)  # None, None in a single process
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=train_sampler is None,
+                              sampler=train_sampler, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    val_loader = DataLoader(val_ds, batch_size=1, sampler=val_sampler, num_workers=cfg.num_workers)
     return train_loader, val_loader
 
 
@@ -191,6 +194,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     from monai.utils import set_determinism
 
     from medseg.data.datalist import load_dataset, split_train_val
+    from medseg.engine import distributed as dist
     from medseg.engine.batch import DistanceMapLossAdapter, PrepareBatchWithDistanceMap
     from medseg.engine.network import build_network, resolve_device
     from medseg.handlers.checkpoint import CheckpointSaver, latest_checkpoint, restore
@@ -211,12 +215,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                          "choose another folder")
     cfg.validate()
     device = resolve_device(cfg.device)
+    main_rank = dist.is_main()
+    if dist.world_size() > 1 and device.type == "cuda":
+        import ignite.distributed as idist
+
+        device = torch.device(f"cuda:{idist.get_local_rank()}")
+        torch.cuda.set_device(device)
     if cfg.amp and device.type != "cuda":
         logger.warning("--amp needs a CUDA device; training in float32 on %s", device)
     amp = cfg.amp and device.type == "cuda"
 
     dataset = load_dataset(cfg.data)
-    if cfg.check_data and not resume:
+    if cfg.check_data and not resume and main_rank:
         from medseg.data.check import ensure_dataset_ok
 
         for warning in ensure_dataset_ok(cfg.data):
@@ -230,11 +240,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     pcfg = _pipeline_config(cfg, num_classes, dataset.modality, dist_key)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = cfg.to_dict()
-    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
-    atomic_write_text(run_dir / "datalist.json", json.dumps({"training": train_files, "validation": val_files},
-                                                            indent=2) + "\n")
     tracking_uri = cfg.tracking_uri or default_tracking_uri()
-    tracker = MLflowTracker(run_dir, tracking_uri, cfg.experiment, cfg.run_name, resume=resume)
+    tracker: Any = dist.NullTracker()
+    if main_rank:  # only rank 0 writes the run directory and talks to MLflow
+        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+        atomic_write_text(run_dir / "datalist.json", json.dumps({"training": train_files, "validation": val_files},
+                                                                indent=2) + "\n")
+        tracker = MLflowTracker(run_dir, tracking_uri, cfg.experiment, cfg.run_name, resume=resume)
 
     train_loader, val_loader = _loaders(cfg, train_files, val_files, pcfg)
     network = build_network(num_classes, channels=cfg.channels, strides=cfg.strides,
@@ -251,7 +263,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         postprocessing=post, key_val_metric={key_metric: metrics.pop(key_metric)}, additional_metrics=metrics,
         amp=amp)
     trainer = SupervisedTrainer(
-        device=device, max_epochs=cfg.epochs, train_data_loader=train_loader, network=network,
+        device=device, max_epochs=cfg.epochs, train_data_loader=train_loader, network=dist.ddp(network, device),
         optimizer=optimizer, loss_function=DistanceMapLossAdapter(loss) if dist_key else loss,
         prepare_batch=PrepareBatchWithDistanceMap(dist_key) if dist_key else default_prepare_batch,
         inferer=SimpleInferer(), amp=amp, decollate=False,
@@ -295,11 +307,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _epoch_done(engine) -> None:  # noqa: ANN001
-        record = {"train_loss": sum(losses) / max(len(losses), 1), "lr": optimizer.param_groups[0]["lr"]}
+        record = {"train_loss": dist.reduce_mean(sum(losses) / max(len(losses), 1)),
+                  "lr": optimizer.param_groups[0]["lr"]}
         validated = engine.state.epoch % cfg.val_interval == 0 or engine.state.epoch == cfg.epochs
         if validated:
             record.update({f"val_{k}": float(v) for k, v in evaluator.state.metrics.items()
                            if isinstance(v, (int, float))})
+        if not main_rank:
+            return
         tracker.record(engine.state.epoch, record)
         saver.save_last(engine)
         if validated and saver.save_best(engine, record[f"val_{key_metric}"]):
@@ -308,7 +323,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         logger.info("epoch %d/%d: %s", engine.state.epoch, cfg.epochs,
                     ", ".join(f"{k}={v:.4f}" for k, v in record.items()))
 
-    if cfg.progress:
+    if cfg.progress and main_rank:
         ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": float(out["loss"])})
 
     try:
@@ -318,9 +333,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         tracker.finish("KILLED")
         raise
     best = ckpt_dir / "best.pt"
-    tracker.log_artifact(best, "checkpoints")
-    tracker.log_artifact(run_dir / "metrics.jsonl")
-    _log_best_model(tracker, network, best, cfg.patch_size)
-    tracker.finish("FINISHED")
+    if main_rank:
+        tracker.log_artifact(best, "checkpoints")
+        tracker.log_artifact(run_dir / "metrics.jsonl")
+        _log_best_model(tracker, network, best, cfg.patch_size)
+        tracker.finish("FINISHED")
     return TrainResult(run_dir=run_dir, best_checkpoint=best, best_metric=float(saver.best_score or 0.0),
                        epochs=cfg.epochs, mlflow_run_id=tracker.run_id, tracking_uri=tracking_uri)
