@@ -1,7 +1,7 @@
 """Crash safety end to end: SIGKILL a training mid-epoch, resume it, and find one complete run.
 
-Runs the real ``medseg train`` in a subprocess on a tiny synthetic dataset (8 cases of 32x32x16
-voxels, 2-fold split so 4 training iterations per epoch, 16^3 patches, a 3-level U-Net).
+Runs the real ``medseg train`` in a subprocess on a tiny synthetic dataset (16 cases of 32x32x16
+voxels, 2-fold split so 8 training iterations per epoch, 16^3 patches, a 3-level U-Net).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ob
 
     base = tmp_path_factory.mktemp("resume")
     data, run = base / "data", base / "run"
-    synthesise_dataset(data, SynthConfig(train_cases=8, test_cases=1, size=32, seed=0))
+    synthesise_dataset(data, SynthConfig(train_cases=16, test_cases=1, size=32, seed=0))
     uri = f"sqlite:///{base / 'mlflow.db'}"
     args = ["--data", str(data), "--out", str(run), "--tracking-uri", uri, *TINY]
 
@@ -66,7 +66,7 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ob
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     epoch1_done.wait(timeout=180)
-    time.sleep(0.2)  # a few iterations into epoch 2
+    time.sleep(0.05)  # epoch 2 has begun: 8 iterations of ~0.1 s each lie ahead
     alive = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
