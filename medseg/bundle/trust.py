@@ -121,9 +121,13 @@ def load_config(path_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLi
             raise UnsafeConfigError(f"refusing to load {names}: it holds code that runs when parsed; pass the trust "
                                     "flag only if you trust where it came from", problems=problems)
     merged = ConfigParser(config={})
-    for content in contents:
+    for path, content in zip(paths, contents, strict=True):
         for key, value in content.items():
-            merge_kv(merged, key, value)
+            try:
+                merge_kv(merged, key, value)
+            except (KeyError, IndexError, TypeError) as exc:
+                raise InputError(f"{path}: key {key!r} overrides an entry that no earlier config defines ({exc}); "
+                                 "load it together with the config it extends") from None
     return ConfigParser(config=merged.get())
 
 

@@ -198,3 +198,10 @@ def test_damaged_checkpoint_is_reported(tmp_path: Path, damage: str) -> None:
     with pytest.raises(CorruptCheckpointError, match=str(path)) as info:
         safe_torch_load(path)
     assert isinstance(info.value, InputError)
+
+
+def test_override_file_alone_is_a_clear_error(tmp_path):
+    override = tmp_path / "evaluate.json"
+    override.write_text('{"validate#handlers": []}')
+    with pytest.raises(InputError, match=r"evaluate.json: key 'validate#handlers' overrides an entry that no earlier"):
+        load_config(override)
