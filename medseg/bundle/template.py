@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.bundle.schema import MONAI_SCHEMA_URL, SCHEMA_FILE, write_schema
+from medseg.engine.train import TrainConfig
 from medseg.utils.files import atomic_write_text
 
 __all__ = ["BundleParams", "render_configs", "write_bundle", "CONFIG_FILES", "loss_component"]
@@ -23,7 +24,11 @@ CONFIG_FILES = ("metadata.json", "train.json", "evaluate.json", "inference.json"
 
 @dataclass
 class BundleParams:
-    """What a bundle depends on (network, pre-processing, training, labels, provenance)."""
+    """What a bundle depends on (network, pre-processing, training, labels, provenance).
+
+    Training defaults are :class:`medseg.engine.train.TrainConfig`'s, so a bundle and
+    ``medseg train`` describe the same model unless told otherwise.
+    """
 
     name: str = "ct_organ_lesion"
     version: str = "0.1.0"
@@ -31,22 +36,22 @@ class BundleParams:
     dataset_dir: str = "/workspace/data/ct_organ_lesion"
     labels: dict[int, str] = field(default_factory=lambda: {0: "background", 1: "organ", 2: "lesion"})
     modality: str = "CT"
-    channels: tuple[int, ...] = (16, 32, 64, 128)
-    strides: tuple[int, ...] = (2, 2, 2)
-    num_res_units: int = 1
-    pixdim: tuple[float, float, float] = (1.6, 1.6, 2.5)
-    patch_size: tuple[int, int, int] = (48, 48, 32)
-    hu_window: tuple[float, float] = (-250.0, 350.0)
-    loss: str = "dice_ce"
+    channels: tuple[int, ...] = TrainConfig.channels
+    strides: tuple[int, ...] = TrainConfig.strides
+    num_res_units: int = TrainConfig.num_res_units
+    pixdim: tuple[float, float, float] = TrainConfig.pixdim
+    patch_size: tuple[int, int, int] = TrainConfig.patch_size
+    hu_window: tuple[float, float] = TrainConfig.hu_window
+    loss: str = TrainConfig.loss
     loss_args: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 40
-    lr: float = 2e-3
-    weight_decay: float = 1e-5
-    batch_size: int = 2
-    samples_per_case: int = 2
-    fold: int = 0
-    folds: int = 5
-    seed: int = 0
+    epochs: int = TrainConfig.epochs
+    lr: float = TrainConfig.lr
+    weight_decay: float = TrainConfig.weight_decay
+    batch_size: int = TrainConfig.batch_size
+    samples_per_case: int = TrainConfig.samples_per_case
+    fold: int = TrainConfig.fold
+    folds: int = TrainConfig.folds
+    seed: int = TrainConfig.seed
     overlap: float = 0.5
     eval_metrics: dict[str, float | None] = field(default_factory=dict)
     description: str = ("3D residual U-Net (MONAI) segmenting an organ and its lesions in CT volumes, trained "

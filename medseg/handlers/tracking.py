@@ -71,7 +71,7 @@ class MLflowTracker:
                  run_name: str | None = None, resume: bool = False) -> None:
         # fail fast on an unreachable server instead of MLflow's multi-minute retry back-off
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         from mlflow import MlflowClient
 
         self.run_dir = Path(run_dir)
@@ -149,6 +149,8 @@ class MLflowTracker:
             import torch
 
             mlflow.set_tracking_uri(self.tracking_uri)
+            # the fluent API refuses a run outside its active experiment (set by any earlier caller)
+            mlflow.set_experiment(experiment_id=self.client.get_run(self.run_id).info.experiment_id)
             requirements = [f"torch=={torch.__version__.split('+')[0]}", f"monai=={monai.__version__}"]
             with mlflow.start_run(run_id=self.run_id):
                 info = mlflow.pytorch.log_model(model, name=name, input_example=input_example,
