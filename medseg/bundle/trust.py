@@ -25,15 +25,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import pickle
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from medseg.errors import InputError
+from medseg.utils.safe_load import CorruptCheckpointError, UnsafeCheckpointError, first_line, safe_torch_load
 
 __all__ = [
     "ALLOWED_TARGET_PREFIXES",
@@ -75,20 +73,11 @@ DENIED_TARGETS: tuple[str, ...] = (
 
 _UNSAFE_ARGS = {"weights_only": False, "allow_pickle": True, "trust_remote_code": True}
 # torch's weights-only unpickler messages for objects it refuses (other messages mean damaged bytes)
-_UNSAFE_PICKLE_MARKERS = ("Unsupported global", "unrecognized function", "allowlisted", "Unsupported class")
 _SEP = "::"  # monai.bundle.utils.ID_SEP_KEY
 
 
 class UnsafeConfigError(InputError):
     """A config holds code (``$`` expressions, disallowed ``_target_``) and was not trusted."""
-
-
-class UnsafeCheckpointError(InputError):
-    """A checkpoint holds pickled objects beyond tensors and primitive containers."""
-
-
-class CorruptCheckpointError(InputError):
-    """A checkpoint file is missing, empty, truncated or otherwise unreadable."""
 
 
 def load_config(path_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], trusted: bool = False,
@@ -180,35 +169,6 @@ def check_target(target: Any) -> str | None:
     return None
 
 
-def safe_torch_load(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with every failure turned into a clear InputError.
-
-    Raises:
-        UnsafeCheckpointError: the file pickles an object that is not a tensor or primitive container.
-        CorruptCheckpointError: the file is missing, empty, truncated or not a checkpoint.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise CorruptCheckpointError(f"{p}: checkpoint not found")
-    if p.stat().st_size == 0:
-        raise CorruptCheckpointError(f"{p}: empty checkpoint file (0 bytes)")
-    try:
-        return torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        msg = str(exc)
-        found = re.search(r"GLOBAL ([\w.]+)", msg) or re.search(r"Unsupported global: ([\w.]+)", msg)
-        kind = found.group(1) if found else _first_line(msg.split("WeightsUnpickler error:")[-1])
-        unsafe = found is not None or any(t in msg for t in _UNSAFE_PICKLE_MARKERS)
-        if "Weights only load failed" in msg and unsafe and not _cut_allowed_name(kind):
-            raise UnsafeCheckpointError(f"{p}: contains a pickled object of type {kind} that is not allowed; only "
-                                        "tensors and primitive containers load (weights_only=True)") from None
-        raise CorruptCheckpointError(f"{p}: not a complete checkpoint (truncated or corrupted): the pickle "
-                                     "stream is cut or damaged") from None
-    except Exception as exc:  # zip, pickle and storage errors of every kind
-        raise CorruptCheckpointError(f"{p}: not a complete checkpoint (truncated or corrupted): "
-                                     f"{type(exc).__name__}: {_first_line(str(exc))}") from None
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -222,7 +182,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         content = ConfigParser.load_config_file(str(path))
     except Exception as exc:  # json/yaml raise many types
-        raise InputError(f"{path}: not a readable config: {_first_line(str(exc))}") from None
+        raise InputError(f"{path}: not a readable config: {first_line(str(exc))}") from None
     if not isinstance(content, dict):
         raise InputError(f"{path}: a config must hold a mapping at the top level, got {type(content).__name__}")
     return content
@@ -294,20 +254,5 @@ def _resolve(parts: list[str]) -> Any:
     return "cannot be imported"
 
 
-def _cut_allowed_name(name: str) -> bool:
-    """True if ``name`` is an allowed global cut short: a truncated legacy-format file, not an unsafe one."""
-    try:
-        from torch._weights_only_unpickler import _get_allowed_globals
-
-        allowed = list(_get_allowed_globals())
-    except Exception:  # private torch API; without it, report the name as unsafe
-        return False
-    return name not in allowed and any(a.startswith(name) for a in allowed)
-
-
 def _short(value: str, limit: int = 120) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "...")
-
-
-def _first_line(text: str) -> str:
-    return next((ln.strip() for ln in text.strip().splitlines() if ln.strip()), text.strip())

@@ -20,6 +20,7 @@ from ignite.engine import Engine, Events
 
 from medseg.errors import InputError
 from medseg.utils.files import atomic_path
+from medseg.utils.safe_load import safe_torch_load
 
 __all__ = ["CheckpointSaver", "load_checkpoint", "latest_checkpoint", "restore"]
 
@@ -91,10 +92,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint with ``weights_only=True``; any problem becomes an :class:`InputError`.
 
     Unsafe pickles and truncated/corrupt files are told apart by
-    :func:`medseg.bundle.trust.safe_torch_load`.
+    :func:`medseg.utils.safe_load.safe_torch_load`.
     """
-    from medseg.bundle.trust import safe_torch_load
-
     p = Path(path)
     obj = safe_torch_load(p, map_location=map_location)
     if not isinstance(obj, dict):
