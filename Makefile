@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m medseg.demo --out $(DEMO_DIR)
+	$(PY) -m medseg.cli.demo --out $(DEMO_DIR)
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadgroup
