@@ -324,7 +324,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                     ", ".join(f"{k}={v:.4f}" for k, v in record.items()))
 
     if cfg.progress and main_rank:
-        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": float(out["loss"])})
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"].detach().item()})
 
     try:
         if resumed is None or trainer.state.epoch < cfg.epochs:
