@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,7 +324,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         logger.info("epoch %d/%d: %s", engine.state.epoch, cfg.epochs,
                     ", ".join(f"{k}={v:.4f}" for k, v in record.items()))
 
-    if cfg.progress and main_rank:
+    if cfg.progress and main_rank and sys.stderr.isatty():  # no bar redraws in logs and pipes
         ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"].detach().item()})
 
     try:
