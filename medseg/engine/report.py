@@ -152,13 +152,16 @@ def _overlay_png(spec: OverlaySpec) -> str:
     import matplotlib.pyplot as plt
     import nibabel as nib
 
-    gt = np.asanyarray(nib.load(str(spec.gt_path)).dataobj) == spec.label
-    pred = np.asanyarray(nib.load(str(spec.pred_path)).dataobj) == spec.label
-    gt, pred = gt.reshape(gt.shape[:3]), pred.reshape(pred.shape[:3])
+    def ras(path: Any) -> np.ndarray:  # every case drawn in the same (RAS) orientation, axial slices
+        arr = np.asanyarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)
+        return arr.reshape(arr.shape[:3])
+
+    gt = ras(spec.gt_path) == spec.label
+    pred = ras(spec.pred_path) == spec.label
     image = None
     if spec.image_path is not None:
-        image = np.asanyarray(nib.load(str(spec.image_path)).dataobj).astype(np.float32)
-        image = image.reshape(image.shape[:3]) if image.shape[:3] == gt.shape else None
+        image = ras(spec.image_path).astype(np.float32)
+        image = image if image.shape == gt.shape else None
     axis_sums = (gt ^ pred).sum(axis=(0, 1))
     if not axis_sums.any():
         axis_sums = (gt | pred).sum(axis=(0, 1))
