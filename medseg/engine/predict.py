@@ -10,6 +10,7 @@ shape, affine, qform/sform and orientation are those of the input.
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,11 @@ def find_inputs(path: str | Path) -> list[Path]:
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(NIFTI_SUFFIXES))
         if not files:
-            raise InputError(f"--input {p}: folder holds no .nii/.nii.gz files")
+            from medseg.data.dicom import dicom_series_ids
+
+            if dicom_series_ids(p):  # a DICOM series folder is one case
+                return [p]
+            raise InputError(f"--input {p}: folder holds no .nii/.nii.gz files and no DICOM series")
         return files
     raise InputError(f"--input {p}: no such file or directory")
 
@@ -134,7 +139,11 @@ def _write_mask(mask: np.ndarray, reference: Path, out_path: Path) -> None:
 def predict(model: str | Path, inputs: str | Path, output_dir: str | Path, device: str = "auto",
             amp: bool = False, overlap: float = 0.5, sw_batch_size: int = 4,
             loaded: LoadedModel | None = None) -> list[Path]:
-    """Predict every NIfTI file of ``inputs`` into ``output_dir`` (``<case_id>.nii.gz`` each)."""
+    """Predict every NIfTI file of ``inputs`` into ``output_dir`` (``<case_id>.nii.gz`` each).
+
+    ``inputs`` is a NIfTI file, a folder of them, or a folder holding one DICOM series (its mask is
+    ``<folder name>.nii.gz``, on the series' voxel grid).
+    """
     from tqdm import tqdm
 
     from medseg.engine.network import resolve_device
@@ -153,8 +162,14 @@ def predict(model: str | Path, inputs: str | Path, output_dir: str | Path, devic
         raise InputError(f"--output {out}: exists and is not a folder")
     written = []
     for path in tqdm(files, desc="predict", unit="case", disable=len(files) < 2):
-        mask = predict_volume(lm, path, dev, amp=amp, overlap=overlap, sw_batch_size=sw_batch_size)
-        target = out / f"{case_id(path)}.nii.gz"
-        _write_mask(mask, path, target)
+        with tempfile.TemporaryDirectory() as tmp:
+            image = path
+            if path.is_dir():  # DICOM series: converted once, the mask takes the converted geometry
+                from medseg.data.dicom import dicom_series_to_nifti
+
+                image = dicom_series_to_nifti(path, Path(tmp) / f"{path.name}.nii.gz")
+            mask = predict_volume(lm, image, dev, amp=amp, overlap=overlap, sw_batch_size=sw_batch_size)
+            target = out / f"{case_id(image)}.nii.gz"
+            _write_mask(mask, image, target)
         written.append(target)
     return written
