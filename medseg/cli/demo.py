@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"medseg demo: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # internal error: one line, exit 1 (run the steps by hand for details)
+        print(f"medseg demo: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

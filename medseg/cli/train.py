@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.device, cfg.amp, cfg.progress = args.device, args.amp, not args.no_progress
     else:
         cfg = TrainConfig(
-            data=args.data, out=args.out, epochs=args.epochs or 40, loss=args.loss, loss_args=loss_args,
+            data=args.data, out=args.out, epochs=40 if args.epochs is None else args.epochs, loss=args.loss, loss_args=loss_args,
             device=args.device, amp=args.amp, tracking_uri=args.tracking_uri, experiment=args.experiment,
             run_name=args.run_name, seed=args.seed, fold=args.fold, folds=args.folds, batch_size=args.batch_size,
             lr=args.lr, val_interval=args.val_interval, patch_size=tuple(args.patch_size),

@@ -72,6 +72,10 @@ class TrainConfig:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise InputError(f"--lr must be > 0, got {self.lr}")
+        if not 1 <= self.val_interval <= self.epochs:
+            raise InputError(f"--val-interval must be in [1, --epochs={self.epochs}], got {self.val_interval}")
+        if len(self.channels) < 2:
+            raise InputError(f"--channels needs at least two levels, got {list(self.channels)}")
         factor = 2 ** len(self.strides)
         if any(p % factor for p in self.patch_size):
             raise InputError(f"--patch-size {list(self.patch_size)}: each side must be divisible by {factor}")
@@ -173,6 +177,20 @@ def _log_best_model(tracker: Any, network: torch.nn.Module, best: Path, patch_si
     tracker.log_model(model, np.zeros((2, 1, *patch_size), dtype=np.float32))
 
 
+def _best_score(ckpt_dir: Path, resumed: dict[str, Any]) -> float | None:
+    """Best validation score so far: ``best.pt`` may be newer than the checkpoint resumed from."""
+    from medseg.handlers.checkpoint import load_checkpoint
+
+    scores = [resumed.get("best_score")]
+    if (ckpt_dir / "best.pt").is_file():
+        try:
+            scores.append(load_checkpoint(ckpt_dir / "best.pt").get("best_score"))
+        except InputError as exc:
+            logger.warning("ignoring best checkpoint: %s", exc)
+    known = [float(s) for s in scores if s is not None]
+    return max(known) if known else None
+
+
 def _loss_schedule(loss: torch.nn.Module) -> Any:
     """The paper's region-to-boundary rebalancing for a loss with ``region`` and ``boundary`` terms."""
     from medseg.handlers.loss_schedule import BoundaryLossSchedule
@@ -240,8 +258,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     train_files, val_files = split_train_val(dataset.training, fold=cfg.fold, folds=cfg.folds, seed=cfg.seed)
     pcfg = _pipeline_config(cfg, num_classes, dataset.modality, dist_key)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.tracking_uri is None:  # resolved once and saved, so --resume finds the same store from anywhere
+        cfg.tracking_uri = default_tracking_uri()
     config = cfg.to_dict()
-    tracking_uri = cfg.tracking_uri or default_tracking_uri()
+    tracking_uri = cfg.tracking_uri
     tracker: Any = dist.NullTracker()
     if main_rank:  # only rank 0 writes the run directory and talks to MLflow
         atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
@@ -284,7 +304,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                                            "history": tracker.history, "best_score": saver.best_score})
     if resumed is not None:
         restore(resumed[1], objects)
-        saver.best_score = resumed[1].get("best_score")
+        saver.best_score = _best_score(ckpt_dir, resumed[1])
         tracker.restore_history(resumed[1].get("history", []), up_to_epoch=resumed[1]["epoch"])
         trainer.state.max_epochs = cfg.epochs
     else:
@@ -310,7 +330,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     def _epoch_done(engine) -> None:  # noqa: ANN001
         record = {"train_loss": dist.reduce_mean(sum(losses) / max(len(losses), 1)),
                   "lr": optimizer.param_groups[0]["lr"]}
-        validated = engine.state.epoch % cfg.val_interval == 0 or engine.state.epoch == cfg.epochs
+        validated = engine.state.epoch % cfg.val_interval == 0  # when ValidationHandler has run
         if validated:
             record.update({f"val_{k}": float(v) for k, v in evaluator.state.metrics.items()
                            if isinstance(v, (int, float))})

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from medseg.errors import InputError
 from medseg.utils.files import atomic_write_text
 
 __all__ = ["MLflowTracker", "default_tracking_uri", "flatten_params"]
@@ -92,9 +93,12 @@ class MLflowTracker:
         return self.client.create_run(exp_id, run_name=run_name).info.run_id
 
     def _resume_run(self) -> str:
-        info = json.loads((self.run_dir / RUN_FILE).read_text())
+        run_file = self.run_dir / RUN_FILE
+        if not run_file.is_file():
+            raise InputError(f"--resume: {run_file} is missing, so the MLflow run to continue is unknown")
+        info = json.loads(run_file.read_text())
         run_id = info["run_id"]
-        self.client.update_run(run_id, status="RUNNING")
+        self._safe("update_run", self.client.update_run, run_id, status="RUNNING")
         # epochs already in the run need not be pushed again
         try:
             self._pushed = {m.step for m in self.client.get_metric_history(run_id, "train_loss")}

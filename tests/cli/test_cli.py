@@ -46,7 +46,8 @@ def test_usage_errors_exit_2_with_one_line(args, message):
     (["train", "--data", "{tmp}", "--out", "{tmp}/run", "--loss-args", "{{bad"], "--loss-args: not valid JSON"),
     (["predict", "--model", "{tmp}/none", "--input", "{tmp}", "--output", "{tmp}/o"], "no such file or directory"),
     (["synth", "{tmp}/d", "--size", "4"], "--size must be between 24 and 512 voxels, got 4"),
-], ids=["train-no-dataset", "train-bad-json", "predict-no-model", "synth-bad-size"])
+    (["train", "--data", "{tmp}", "--out", "{tmp}/run", "--epochs", "0", "--no-check"], "--epochs must be >= 1, got 0"),
+], ids=["train-no-dataset", "train-bad-json", "predict-no-model", "synth-bad-size", "train-zero-epochs"])
 def test_bad_paths_and_values_exit_2(tmp_path, args, message):
     res = medseg(*[a.format(tmp=tmp_path) for a in args])
     assert res.returncode == 2, res.stderr

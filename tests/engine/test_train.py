@@ -50,7 +50,10 @@ def test_refuses_to_overwrite_a_run(tiny_run, tiny_dataset):
     ("epochs", 0, "--epochs must be >= 1, got 0"),
     ("patch_size", (20, 16, 16), r"--patch-size \[20, 16, 16\]: each side must be divisible by 8"),
     ("lr", -1.0, "--lr must be > 0, got -1.0"),
-], ids=["epochs", "patch", "lr"])
+    ("val_interval", 0, r"--val-interval must be in \[1, --epochs=40\], got 0"),
+    ("val_interval", 41, r"--val-interval must be in \[1, --epochs=40\], got 41"),
+    ("channels", (16,), r"--channels needs at least two levels, got \[16\]"),
+], ids=["epochs", "patch", "lr", "val-interval-0", "val-interval-too-large", "one-level"])
 def test_config_validation(tmp_path, field, value, message):
     cfg = TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), **{field: value})
     with pytest.raises(InputError, match=message):
@@ -61,3 +64,28 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, tiny_dataset):
     cfg = TrainConfig(data=str(tiny_dataset), out=str(tmp_path / "run"), epochs=1)
     with pytest.raises(InputError, match="--resume: no readable checkpoint"):
         train(cfg, resume=True)
+
+
+def test_resume_keeps_the_best_score_of_best_pt(tmp_path):
+    """best.pt can be newer than the last checkpoint (a crash between the two saves): its score wins."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from medseg.engine.train import _best_score
+    from medseg.handlers.checkpoint import CheckpointSaver, load_checkpoint
+
+    saver = CheckpointSaver(tmp_path, {"model": torch.nn.Linear(1, 1)}, extra=lambda: {"best_score": saver.best_score})
+    engine = SimpleNamespace(state=SimpleNamespace(epoch=1))
+    saver.save_best(engine, 0.5)
+    saver.save_last(engine)
+    engine.state.epoch = 2
+    saver.save_best(engine, 0.9)  # the epoch-2 last checkpoint was never written
+    resumed = load_checkpoint(tmp_path / "last_epoch=1.pt")
+    assert resumed["best_score"] == 0.5
+    assert _best_score(tmp_path, resumed) == 0.9
+
+
+def test_default_tracking_uri_is_saved_for_resume(tiny_run):
+    saved = load_run_config(tiny_run.run_dir).tracking_uri
+    assert saved == tiny_run.tracking_uri and saved.startswith("sqlite:///")
