@@ -246,7 +246,7 @@ def test_subprocess_no_traceback(tmp_path: Path) -> None:
     float_labels(root)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run([sys.executable, "-m", "medseg.cli.main", "check", str(root)], capture_output=True,
-                          text=True, env=env, timeout=120)
+                          text=True, encoding="utf-8", errors="replace", env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "truncated gzip stream" in proc.stderr and "0.9999" in proc.stderr  # both, in one pass
     assert "Traceback" not in proc.stdout + proc.stderr

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _fmt(stats: dict) -> str:
     if stats["mean"] is None:
         return "n/a"
-    return f"{stats['mean']:.4f} ± {stats['std']:.4f}  [{stats['min']:.4f}, {stats['max']:.4f}]"
+    return f"{stats['mean']:.4f} +/- {stats['std']:.4f}  [{stats['min']:.4f}, {stats['max']:.4f}]"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ def monai_bundle(command: str, cwd: Path, *positional: str, **kwargs: Any) -> su
         code = ("import json, sys; from monai.bundle import scripts; c = json.loads(sys.argv[1]); "
                 f"getattr(scripts, {command!r})(*c['positional'], **c['kwargs'])")
         args = [sys.executable, "-c", code, json.dumps(call)]
-    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=300)
     if proc.returncode != 0:
         pytest.fail(f"monai.bundle {command} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

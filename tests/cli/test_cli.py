@@ -9,7 +9,7 @@ from medseg.cli.main import COMMANDS
 
 
 def medseg(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "medseg.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "medseg.cli.main", *args], capture_output=True, text=True, encoding="utf-8", errors="replace",
                           timeout=120, cwd=cwd)
 
 
@@ -71,5 +71,5 @@ def test_help_stays_light_and_conventions_match():
 
     assert tuple(HD_CONVENTIONS) == tuple(CONVENTIONS)
     code = "import sys, medseg.cli.main as m; m.build_parser(); print('scipy' in sys.modules, 'torch' in sys.modules)"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=60)
     assert res.stdout.split() == ["False", "False"], res.stderr

@@ -22,7 +22,7 @@ def test_make_demo_runs_the_pipeline_end_to_end(tmp_path):
     out = tmp_path / "demo"
     res = subprocess.run([sys.executable, "-m", _demo_module(), "--out", str(out), "--epochs", "1",
                           "--train-cases", "6", "--test-cases", "2", "--size", "32"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                         capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     for line in ("organ", "lesion", "report.html", "mlflow ui --backend-store-uri"):
         assert line in res.stdout

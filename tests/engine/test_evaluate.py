@@ -104,7 +104,7 @@ def test_report_is_self_contained_with_plots_and_overlays(evaluated, tmp_path):
     shot = tmp_path / "shot.png"
     dom = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", (out / "report.html").as_uri()],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=60,
     ).stdout
     assert dom.count("data:image/png;base64") == len(images)
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",

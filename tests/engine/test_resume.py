@@ -32,7 +32,7 @@ def _env() -> dict[str, str]:
 
 
 def _train(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "train", *args], capture_output=True, text=True, env=_env(), timeout=timeout)
+    return subprocess.run([*CLI, "train", *args], capture_output=True, text=True, encoding="utf-8", errors="replace", env=_env(), timeout=timeout)
 
 
 def _epoch(path: Path) -> int:
@@ -53,7 +53,7 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ob
     args = ["--data", str(data), "--out", str(run), "--tracking-uri", uri, *TINY]
 
     proc = subprocess.Popen([*CLI, "train", *args, "--epochs", str(EPOCHS)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=_env())
+                            stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace", env=_env())
     lines: list[str] = []
     epoch1_done = threading.Event()
 
