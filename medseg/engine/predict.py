@@ -86,6 +86,12 @@ def find_inputs(path: str | Path) -> list[Path]:
             if dicom_series_ids(p):  # a DICOM series folder is one case
                 return [p]
             raise InputError(f"--input {p}: folder holds no .nii/.nii.gz files and no DICOM series")
+        seen: dict[str, Path] = {}
+        for f in files:  # a.nii and a.nii.gz would both write a.nii.gz
+            if case_id(f) in seen:
+                raise InputError(f"--input {p}: {seen[case_id(f)].name} and {f.name} are the same case "
+                                 f"'{case_id(f)}'; keep one")
+            seen[case_id(f)] = f
         return files
     raise InputError(f"--input {p}: no such file or directory")
 

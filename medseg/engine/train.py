@@ -307,6 +307,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         saver.best_score = _best_score(ckpt_dir, resumed[1])
         tracker.restore_history(resumed[1].get("history", []), up_to_epoch=resumed[1]["epoch"])
         trainer.state.max_epochs = cfg.epochs
+        scheduler.T_max = cfg.epochs  # a resumed run may be given more epochs: the cosine spans them all
     else:
         tracker.log_params({**config, "num_classes": num_classes, "train_cases": len(train_files),
                             "val_cases": len(val_files), "loss_class": type(loss).__name__})

@@ -69,3 +69,15 @@ def test_bad_inputs(tiny_run, tmp_path):
     assert not (tmp_path / "out" / "broken.nii.gz").exists()
     with pytest.raises(InputError, match="--model .*: no such file or directory"):
         predict(tmp_path / "nope", broken, tmp_path / "out")
+
+
+def test_same_case_twice_in_a_folder(tiny_run, tiny_dataset, tmp_path):
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(tiny_dataset / "imagesTr/case_000.nii.gz", folder / "a.nii.gz")
+    nib.save(nib.load(folder / "a.nii.gz"), folder / "a.nii")
+    with pytest.raises(InputError, match="a.nii and a.nii.gz are the same case 'a'; keep one"):
+        predict(tiny_run.run_dir, folder, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
