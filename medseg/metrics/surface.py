@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import edt
 import numpy as np
-from scipy.ndimage import distance_transform_edt
 from scipy.spatial import cKDTree
+
+from medseg.utils.edt import distance_mm
 
 __all__ = [
     "bounding_box",
@@ -147,18 +147,10 @@ def nearest_distances(
     if not todo.any():
         return out
     if (n_source + n_target) > _EDT_DENSITY * source.size:
-        out[:] = _distance_map(~target, spacing)[source]
+        out[:] = distance_mm(~target, spacing)[source]
         return out
     scale = np.asarray(spacing, dtype=np.float64)
     tree = cKDTree(np.argwhere(target) * scale, leafsize=32, balanced_tree=False, compact_nodes=False)
     query = np.argwhere(source & ~target) * scale
     out[todo] = tree.query(query, k=1)[0]
     return out
-
-
-def _distance_map(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Exact EDT in mm of every True voxel to the nearest False voxel (``edt`` for 1-3D, scipy beyond)."""
-    if mask.ndim > 3:
-        return distance_transform_edt(mask, sampling=spacing)
-    anisotropy = float(spacing[0]) if mask.ndim == 1 else tuple(float(s) for s in spacing)
-    return edt.edt(np.ascontiguousarray(mask), anisotropy=anisotropy, black_border=False)

@@ -36,11 +36,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-try:  # edt is several times faster than scipy for 3D volumes
-    import edt as _edt
-except ImportError:  # pragma: no cover - edt is a declared dependency
-    _edt = None
-from scipy.ndimage import distance_transform_edt
+from medseg.utils.edt import distance_mm
 
 __all__ = [
     "DISTANCE_KEY",
@@ -52,13 +48,6 @@ __all__ = [
 ]
 
 DISTANCE_KEY = "dist"
-
-
-def _edt_of(mask: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
-    """Distance of each nonzero voxel to the nearest zero voxel (0 on zeros), float32."""
-    if _edt is not None and mask.ndim in (2, 3):
-        return _edt.edt(np.ascontiguousarray(mask, dtype=np.uint8), anisotropy=spacing, black_border=False)
-    return distance_transform_edt(mask, sampling=spacing).astype(np.float32)
 
 
 def _check_spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[float, ...]:
@@ -80,7 +69,7 @@ def mask_signed_distance(mask: np.ndarray, spacing: Sequence[float] | float | No
     sp = _check_spacing(spacing, m.ndim)
     if not m.any() or m.all():
         return np.zeros(m.shape, dtype=np.float32)
-    return (_edt_of(~m, sp) - _edt_of(m, sp)).astype(np.float32, copy=False)
+    return (distance_mm(~m, sp) - distance_mm(m, sp)).astype(np.float32, copy=False)
 
 
 def signed_distance_map(

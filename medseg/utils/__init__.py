@@ -1,1 +1,1 @@
-"""Small shared helpers with no dependency above the standard library, numpy and torch."""
+"""Small shared helpers with no dependency above numpy, scipy, edt and torch (bottom layer)."""
