@@ -87,8 +87,7 @@ def params_from_run(run_dir: Path, payload: dict[str, Any], name: str,
 def export_run(run_dir: str | Path, out_dir: str | Path, report: str | Path | None = None,
                name: str | None = None, overwrite: bool = False, torchscript: bool = True) -> Path:
     """Write the bundle of ``run_dir`` to ``out_dir``; returns ``out_dir``."""
-    from medseg.engine.predict import _checkpoint_of
-    from medseg.handlers.checkpoint import load_checkpoint
+    from medseg.engine.predict import read_checkpoint
 
     run = Path(run_dir)
     if not (run / "config.json").is_file():
@@ -96,10 +95,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, report: str | Path | No
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out}: exists and is not empty (choose another folder or pass --force)")
-    ckpt = _checkpoint_of(run)
-    payload = load_checkpoint(ckpt)
-    if "model" not in payload or "config" not in payload:
-        raise InputError(f"{ckpt}: not a medseg training checkpoint (needs 'model' and 'config' entries)")
+    ckpt, payload = read_checkpoint(run)
     summary_path = find_report(run, report)
     if summary_path is not None:
         metrics = report_metrics(json.loads(summary_path.read_text()))

@@ -23,7 +23,7 @@ from medseg.data.datalist import NIFTI_SUFFIXES, case_id
 from medseg.errors import InputError
 from medseg.utils.files import atomic_path
 
-__all__ = ["LoadedModel", "load_model", "predict", "predict_volume", "find_inputs"]
+__all__ = ["LoadedModel", "load_model", "read_checkpoint", "predict", "predict_volume", "find_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,32 +37,34 @@ class LoadedModel:
     checkpoint: Path
 
 
-def _checkpoint_of(model: str | Path) -> Path:
+def read_checkpoint(model: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The training checkpoint of a run directory (``best.pt``, else the newest readable) or file."""
+    from medseg.handlers.checkpoint import latest_checkpoint, load_checkpoint
+
     p = Path(model)
-    if p.is_file():
-        return p
     if p.is_dir():
         best = p / "checkpoints" / "best.pt"
         if best.is_file():
-            return best
-        from medseg.handlers.checkpoint import latest_checkpoint
-
-        found = latest_checkpoint(p / "checkpoints") if (p / "checkpoints").is_dir() else None
-        if found:
-            return found[0]
-        raise InputError(f"--model {p}: no checkpoint found in {p / 'checkpoints'}")
-    raise InputError(f"--model {p}: no such file or directory")
+            path, payload = best, load_checkpoint(best)
+        else:
+            found = latest_checkpoint(p / "checkpoints") if (p / "checkpoints").is_dir() else None
+            if not found:
+                raise InputError(f"--model {p}: no checkpoint found in {p / 'checkpoints'}")
+            path, payload = found
+    elif p.is_file():
+        path, payload = p, load_checkpoint(p)
+    else:
+        raise InputError(f"--model {p}: no such file or directory")
+    if "model" not in payload or "config" not in payload:
+        raise InputError(f"{path}: not a medseg training checkpoint (needs 'model' and 'config' entries)")
+    return path, payload
 
 
 def load_model(model: str | Path, device: torch.device) -> LoadedModel:
     """Network, training config and label names from a run directory or checkpoint file."""
     from medseg.engine.network import build_network
-    from medseg.handlers.checkpoint import load_checkpoint
 
-    path = _checkpoint_of(model)
-    payload = load_checkpoint(path)
-    if "model" not in payload or "config" not in payload:
-        raise InputError(f"{path}: not a medseg training checkpoint (needs 'model' and 'config' entries)")
+    path, payload = read_checkpoint(model)
     cfg = payload["config"]
     labels = {int(k): v for k, v in payload.get("labels", {}).items()}
     num_classes = max(labels) + 1 if labels else payload["model"][next(reversed(payload["model"]))].shape[0]
@@ -159,10 +161,8 @@ def predict(model: str | Path, inputs: str | Path, output_dir: str | Path, devic
     if sw_batch_size < 1:
         raise InputError(f"--sw-batch-size must be >= 1, got {sw_batch_size}")
     dev = resolve_device(device)
-    if loaded is None:
-        _checkpoint_of(model)  # a wrong --model is reported before the inputs are scanned
+    lm = loaded or load_model(model, dev)  # a wrong --model is reported before the inputs are scanned
     files = find_inputs(inputs)
-    lm = loaded or load_model(model, dev)
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--output {out}: exists and is not a folder")
