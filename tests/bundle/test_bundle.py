@@ -45,8 +45,12 @@ def test_configs_hold_wiring_not_code(name):
 
 
 def test_train_and_overrides_load_untrusted():
-    load_config([BUNDLE / "configs" / "train.json", BUNDLE / "configs" / "multi_gpu_train.json"])
-    load_config([BUNDLE / "configs" / "train.json", BUNDLE / "configs" / "evaluate.json"])
+    multi = load_config([BUNDLE / "configs" / "train.json", BUNDLE / "configs" / "multi_gpu_train.json"])
+    # the override file's keys replace train.json's: DDP network, sampler instead of shuffling
+    assert multi["network"]["_target_"] == "medseg.bundle.components.distributed_network"
+    assert multi["train#dataloader#shuffle"] is False
+    evaluate = load_config([BUNDLE / "configs" / "train.json", BUNDLE / "configs" / "evaluate.json"])
+    assert evaluate["run"] == [{"_target_": "medseg.bundle.components.run_engine", "engine": "@validate#evaluator"}]
 
 
 def test_metadata_network_data_format():
