@@ -1,6 +1,7 @@
 """Export a training run to a MONAI bundle, or verify a bundle with MONAI's own checks.
 
   medseg bundle export RUN_DIR OUT_DIR   weights, resolved configs, metadata (+ eval metrics), TorchScript
+                                         (--onnx: also ONNX, checked with ONNX Runtime)
   medseg bundle verify DIR               layout, safe configs, verify_metadata (local schema, offline),
                                          verify_net_in_out, ckpt_export, TorchScript == eager (1e-4)
 """
@@ -25,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     exp.add_argument("--name", default=None, help="bundle name in metadata.json (default: OUT_DIR's name)")
     exp.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     exp.add_argument("--no-torchscript", action="store_true", help="skip models/model.ts")
+    exp.add_argument("--onnx", action="store_true", help="also write models/model.onnx (opset 18, dynamic batch "
+                     "and spatial axes), checked against eager PyTorch with ONNX Runtime; needs medseg[onnx]")
     ver = sub.add_parser("verify", help="run MONAI's bundle checks on a bundle folder")
     ver.add_argument("bundle_dir", metavar="DIR", help="bundle folder (with configs/)")
     ver.add_argument("--device", default="cpu", help="device for the network checks (default cpu)")
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         from medseg.bundle.export import export_run
 
         out = export_run(args.run_dir, args.out_dir, report=args.report, name=args.name, overwrite=args.force,
-                         torchscript=not args.no_torchscript)
+                         torchscript=not args.no_torchscript, onnx=args.onnx)
         print(f"bundle written: {out}")
         print(f"verify it with: medseg bundle verify {out}")
         return 0
