@@ -10,6 +10,7 @@ from __future__ import annotations
 from medseg.losses.base import SegLoss
 from medseg.losses.boundary import BoundaryDiceLoss, BoundaryLoss
 from medseg.losses.compound import DiceCELoss, DiceFocalLoss, WeightedSumLoss
+from medseg.losses.cross_entropy import CrossEntropyLoss
 from medseg.losses.deep_supervision import DeepSupervisionLoss
 from medseg.losses.dice import DiceLoss, GeneralizedDiceLoss
 from medseg.losses.registry import (
@@ -27,6 +28,7 @@ __all__ = [
     "LOSSES",
     "BoundaryDiceLoss",
     "BoundaryLoss",
+    "CrossEntropyLoss",
     "DeepSupervisionLoss",
     "DiceCELoss",
     "DiceFocalLoss",

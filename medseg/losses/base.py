@@ -1,29 +1,31 @@
-"""Shared machinery of every medseg loss: argument checks, input preparation, class sums, reduction.
+"""Shared machinery of every medseg loss: argument checks, input preparation, reduction, :class:`SegLoss`.
 
 Shape notation: ``(B, C, *spatial)``; ``B`` batch, ``C`` channels (classes, background included
-unless stated), ``N`` the number of voxels of one sample.
+unless stated), ``C'`` the classes a loss keeps (``C - 1`` without the background), ``N`` the
+number of voxels of one sample.
 
 Input preparation (:func:`prepare_inputs`) is the only place where activations, label-index /
-one-hot handling and background removal happen. Label-index targets are *never* expanded to a
-one-hot tensor on the Dice-family path: per-class sums are masked sums, one class at a time,
-and softmax + sums share one fused autograd function (gather + bincount forward, scatter backward)
-whose backward writes the logits' gradient in a single buffer; that is where the memory saving over MONAI's losses comes from.
+one-hot handling and background removal happen; :mod:`medseg.losses.sums` turns its result
+into per-class sums without a one-hot tensor.
 
-Reduction contract (:func:`reduce_loss`), shared by all losses: each loss first computes a
-``(B, C')`` tensor of per-sample, per-class terms (``C'`` = classes kept after background
-removal; ``(1, C')`` when ``batch=True`` pools the batch); ``reduction="none"`` returns it,
-``"mean"`` is its mean and ``"sum"`` its sum.
+Reduction contract (:func:`reduce_loss`), shared by all losses: each loss computes a ``(B, C')``
+tensor of per-sample, per-class terms (``(1, C')`` when ``batch=True`` pools the batch) in
+:meth:`SegLoss.per_class`; ``reduction="none"`` returns it, ``"mean"`` is its mean and ``"sum"``
+its sum.
 
 Precision: half-precision inputs (fp16/bf16, e.g. under ``torch.autocast``) are activated and
-summed in float32; float64 inputs stay float64. Sums over label indices are masked per class (no one-hot).
+summed in float32 (:func:`upcast_half`); float64 inputs stay float64.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
 __all__ = [
@@ -34,14 +36,18 @@ __all__ = [
     "check_activation",
     "check_choice",
     "check_range",
-    "class_sums",
-    "dot_per_class",
     "prepare_inputs",
     "reduce_loss",
+    "upcast_half",
 ]
 
 REDUCTIONS = ("none", "mean", "sum")
 _HALF = (torch.float16, torch.bfloat16)
+
+
+def upcast_half(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when it is float16/bfloat16, else ``x`` itself."""
+    return x.float() if x.dtype in _HALF else x
 
 
 def check_range(
@@ -133,6 +139,15 @@ class PreparedInputs:
         """Number of channels ``C`` of the prediction (background included)."""
         return int(self.shape[1])
 
+    def dense_target(self) -> torch.Tensor:
+        """``(B, C, *spatial)`` float target: ``dense``, or the label indices expanded to one-hot."""
+        if self.dense is not None:
+            return self.dense
+        src = self._probs if self._probs is not None else self.softmax_logits
+        dtype = torch.float32 if src.dtype in _HALF else src.dtype  # type: ignore[union-attr]
+        onehot = F.one_hot(self.labels, self.num_classes).transpose(1, 2)  # type: ignore[arg-type]
+        return onehot.reshape(self.shape).to(dtype)
+
 
 def activate(
     input: torch.Tensor, sigmoid: bool = False, softmax: bool = False, other_act: Callable | None = None
@@ -143,8 +158,7 @@ def activate(
             warnings.warn("single channel prediction, `softmax=True` ignored.", stacklevel=3)
         else:
             return torch.softmax(input, 1, dtype=torch.float32 if input.dtype in _HALF else None)
-    if input.dtype in _HALF:
-        input = input.float()
+    input = upcast_half(input)
     if sigmoid:
         return torch.sigmoid(input)
     if other_act is not None:
@@ -196,8 +210,7 @@ def prepare_inputs(
     if apply_activation and softmax and n > 1 and target.shape[1] == 1 and to_onehot_y:
         return PreparedInputs(None, _check_labels(target, n), None, first, softmax_logits=input)
     probs = activate(input, sigmoid, softmax, other_act) if apply_activation else input
-    if probs.dtype in _HALF:
-        probs = probs.float()
+    probs = upcast_half(probs)
     if target.shape[1] == n:
         dense = target if torch.is_floating_point(target) else target.to(probs.dtype)
         return PreparedInputs(probs, None, dense.to(probs.dtype), first)
@@ -221,114 +234,6 @@ def _check_labels(target: torch.Tensor, n: int) -> torch.Tensor:
     return labels.long()
 
 
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], x.shape[1], -1)
-
-
-def dot_per_class(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(B, C)`` sum over voxels of ``a * b`` (``(B, C, *spatial)``), without a product tensor.
-
-    Runs outside autocast (which would otherwise evaluate the contraction in fp16/bf16).
-    """
-    with torch.autocast(device_type=a.device.type, enabled=False):
-        return torch.einsum("bcn,bcn->bc", _flat(a), _flat(b.to(a.dtype)))
-
-
-_dot = dot_per_class
-
-
-def label_counts(labels: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
-    """``(B, C)`` voxel counts per class of a ``(B, N)`` label-index tensor."""
-    b = labels.shape[0]
-    bins = (labels.long() + torch.arange(b, device=labels.device).unsqueeze(1) * num_classes).reshape(-1)
-    return torch.bincount(bins, minlength=b * num_classes).reshape(b, num_classes).to(dtype)
-
-
-def per_class_sum_at_labels(values: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``(B, C)``: for each class c, the sum of ``values`` (``(B, N)``) over voxels labelled c."""
-    zero = values.new_zeros(())
-    return torch.stack([torch.where(labels == k, values, zero).sum(-1) for k in range(num_classes)], 1)
-
-
-def true_class_sums(pf: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``(B, C)`` ``tp_c = sum_i p_c(i) [y_i == c]`` of ``(B, C, N)`` probabilities, one class at a time."""
-    zero = pf.new_zeros(())
-    return torch.stack([torch.where(labels == k, pf[:, k], zero).sum(-1) for k in range(pf.shape[1])], 1)
-
-
-class _SoftmaxLabelSums(torch.autograd.Function):
-    """Fused ``softmax`` + per-class ``tp = sum(p * [y == c])`` and ``sp = sum(p^a)`` for label targets.
-
-    Saves only the probabilities; the backward pass writes the logits' gradient into one buffer
-    (no one-hot, no product tensors): ``dL/dp = gsp * a p^(a-1) + gtp[y] [c == y]``, then the
-    softmax Jacobian ``dx = p * (dL/dp - sum_c p dL/dp)`` in place.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, squared: bool):  # type: ignore[override]
-        probs = activate(logits, softmax=True)
-        b, c = probs.shape[:2]
-        pf = probs.reshape(b, c, -1)
-        lab = labels.long().unsqueeze(1)  # (B, 1, N)
-        bins = (lab[:, 0] + torch.arange(b, device=lab.device).unsqueeze(1) * c).reshape(-1)
-        p_true = pf.gather(1, lab).reshape(-1)
-        tp = torch.bincount(bins, weights=p_true, minlength=b * c).reshape(b, c).to(probs.dtype)
-        sp = _dot(pf, pf) if squared else pf.sum(-1)
-        ctx.save_for_backward(probs, lab)
-        ctx.squared = squared
-        ctx.in_dtype = logits.dtype
-        return tp, sp
-
-    @staticmethod
-    def backward(ctx, g_tp: torch.Tensor | None, g_sp: torch.Tensor | None):  # type: ignore[override]
-        probs, lab = ctx.saved_tensors
-        b, c = probs.shape[:2]
-        pf = probs.reshape(b, c, -1)
-        g_tp = pf.new_zeros(b, c) if g_tp is None else g_tp
-        g_sp = pf.new_zeros(b, c) if g_sp is None else g_sp
-        if ctx.squared:
-            grad = pf * (2.0 * g_sp).unsqueeze(-1)
-        else:
-            grad = g_sp.unsqueeze(-1).expand_as(pf).contiguous()
-        grad.scatter_add_(1, lab, g_tp.gather(1, lab[:, 0]).unsqueeze(1))
-        dot = torch.zeros_like(pf[:, 0])
-        for k in range(c):  # sum_c p_c dL/dp_c without a (B, C, N) temporary
-            dot.addcmul_(pf[:, k], grad[:, k])
-        grad.sub_(dot.unsqueeze(1)).mul_(pf)
-        return grad.reshape(probs.shape).to(ctx.in_dtype), None, None
-
-def class_sums(
-    prep: PreparedInputs, squared: bool = False, batch: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-class ``tp = sum(p*g)``, ``sp = sum(p^a)`` and ``sg = sum(g^a)`` (``a = 2`` if squared).
-
-    Returns three ``(B, C')`` tensors, or ``(1, C')`` with ``batch=True`` (sums pooled over the
-    batch). From these, ``fp = sum(p*(1-g)) = sp - tp`` and ``fn = sum((1-p)*g) = sg - tp`` when
-    ``a = 1``. Label-index targets never build a one-hot tensor.
-    """
-    first, c = prep.first, prep.num_classes
-    if prep.softmax_logits is not None and prep.labels is not None:
-        tp, sp = _SoftmaxLabelSums.apply(prep.softmax_logits, prep.labels, squared)
-        sg = label_counts(prep.labels, c, tp.dtype)
-        tp, sp, sg = tp[:, first:], sp[:, first:], sg[:, first:]
-    elif prep.labels is not None:
-        p = prep.probs
-        pf = _flat(p)
-        tp = true_class_sums(pf, prep.labels)[:, first:]
-        sg = label_counts(prep.labels, c, p.dtype)[:, first:]  # g in {0, 1}: g^2 == g
-        pk = pf[:, first:]
-        sp = _dot(pk, pk) if squared else pk.sum(-1)
-    else:
-        assert prep.dense is not None
-        pk, gk = prep.probs[:, first:], prep.dense[:, first:]
-        tp = _dot(pk, gk)
-        sp = _dot(pk, pk) if squared else _flat(pk).sum(-1)
-        sg = _dot(gk, gk) if squared else _flat(gk).sum(-1)
-    if batch:
-        tp, sp, sg = tp.sum(0, keepdim=True), sp.sum(0, keepdim=True), sg.sum(0, keepdim=True)
-    return tp, sp, sg
-
-
 def reduce_loss(per_class: torch.Tensor, reduction: str) -> torch.Tensor:
     """Apply the shared reduction contract to a ``(B, C')`` (or ``(1, C')``) tensor of loss terms.
 
@@ -343,8 +248,33 @@ def reduce_loss(per_class: torch.Tensor, reduction: str) -> torch.Tensor:
     raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}")
 
 
+class _ConstructorSignature:
+    """``cls.__signature__`` of a :class:`SegLoss` subclass: what ``cls(...)`` accepts.
+
+    A subclass lists only its own arguments and passes ``**kwargs`` on to its parent; the
+    signature joins both (the parent's first), so that ``inspect.signature(DiceLoss)``, the loss
+    registry's argument check and ``help()`` show every accepted argument. Instances have no
+    ``__signature__`` (``inspect.signature(loss)`` stays that of ``forward``).
+    """
+
+    def __get__(self, obj: Any, cls: type) -> inspect.Signature:
+        if obj is not None:
+            raise AttributeError("__signature__")
+        own = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        if not any(p.kind is p.VAR_KEYWORD for p in own):
+            return inspect.Signature(own)
+        extra = {p.name: p for p in own if p.kind is not p.VAR_KEYWORD}
+        dropped = () if getattr(cls, "smoothed", True) else ("smooth_nr", "smooth_dr")
+        inherited = inspect.signature(cls.__mro__[1]).parameters.values()
+        params = [extra.pop(p.name, p) for p in inherited if p.name not in dropped] + list(extra.values())
+        return inspect.Signature([p.replace(kind=p.KEYWORD_ONLY) for p in params])
+
+
 class SegLoss(_Loss):
-    """Base of the medseg region losses: MONAI's common arguments, validated once.
+    """Base of the medseg losses: MONAI's common arguments, validated once; ``forward`` reduces :meth:`per_class`.
+
+    A subclass implements :meth:`per_class` (its ``(B, C')`` terms) and takes only its own
+    arguments, passing the others on with ``**kwargs``.
 
     Args:
         include_background: if False, channel 0 (background) is left out of the loss.
@@ -354,10 +284,15 @@ class SegLoss(_Loss):
         softmax: apply a softmax over channels to ``input`` (multi-class).
         other_act: any other activation callable; at most one of the three may be set.
         reduction: ``"none"`` (``(B, C')`` per-class terms), ``"mean"`` or ``"sum"``.
-        batch: pool the per-class sums over the batch before the ratio (``(1, C')`` terms).
+        batch: pool over the batch before the per-class terms (``(1, C')`` terms).
+        smooth_nr: added to the numerator of a ratio loss, >= 0.
+        smooth_dr: added to the denominator of a ratio loss, >= 0 (keeps empty-vs-empty finite).
+            Losses that are not ratios (``smoothed = False``) take neither.
     """
 
-    uses_distance_map = False
+    uses_distance_map: ClassVar[bool] = False
+    smoothed: ClassVar[bool] = True
+    __signature__ = _ConstructorSignature()
 
     def __init__(
         self,
@@ -368,6 +303,8 @@ class SegLoss(_Loss):
         other_act: Callable | None = None,
         reduction: str = "mean",
         batch: bool = False,
+        smooth_nr: float = 1e-5,
+        smooth_dr: float = 1e-5,
     ) -> None:
         reduction = check_choice("reduction", reduction, REDUCTIONS)
         super().__init__(reduction=reduction)
@@ -378,6 +315,11 @@ class SegLoss(_Loss):
         self.softmax = bool(softmax)
         self.other_act = other_act
         self.batch = bool(batch)
+        if self.smoothed:
+            self.smooth_nr = check_range("smooth_nr", smooth_nr, 0.0)
+            self.smooth_dr = check_range("smooth_dr", smooth_dr, 0.0)
+        elif (smooth_nr, smooth_dr) != (1e-5, 1e-5):
+            raise ValueError(f"{type(self).__name__} is not a ratio loss and takes no smooth_nr/smooth_dr")
 
     def prepare(self, input: torch.Tensor, target: torch.Tensor) -> PreparedInputs:
         """Run :func:`prepare_inputs` with this loss's settings."""
@@ -390,3 +332,19 @@ class SegLoss(_Loss):
             softmax=self.softmax,
             other_act=self.other_act,
         )
+
+    def per_class(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``(B, C')`` (``(1, C')`` with ``batch``) loss terms before the reduction."""
+        raise NotImplementedError(f"{type(self).__name__} must implement per_class")
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            input: ``(B, C, *spatial)`` float logits, or probabilities when no activation is set.
+            target: ``(B, 1, *spatial)`` class indices (``to_onehot_y=True``) or
+                ``(B, C, *spatial)`` one-hot / soft labels in [0, 1].
+
+        Returns:
+            scalar, or the ``(B, C')`` terms of :meth:`per_class` with ``reduction="none"``.
+        """
+        return reduce_loss(self.per_class(input, target), self.reduction)

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medseg.losses.base import (
-    PreparedInputs,
-    SegLoss,
-    activate,
-    check_choice,
-    check_range,
-    reduce_loss,
-)
+from medseg.losses.base import PreparedInputs, SegLoss, activate, check_choice, check_range, reduce_loss
 from medseg.losses.dice import DiceLoss
 from medseg.transforms.distance import mask_signed_distance, signed_distance_map, spacing_of
 
@@ -70,19 +64,12 @@ class BoundaryLoss(SegLoss):
     """
 
     uses_distance_map = True
+    smoothed = False
 
     def __init__(
-        self,
-        include_background: bool = False,
-        to_onehot_y: bool = False,
-        sigmoid: bool = False,
-        softmax: bool = False,
-        other_act: Callable | None = None,
-        reduction: str = "mean",
-        batch: bool = False,
-        spacing: Sequence[float] | float | None = None,
+        self, *, include_background: bool = False, spacing: Sequence[float] | float | None = None, **kwargs: Any
     ) -> None:
-        super().__init__(include_background, to_onehot_y, sigmoid, softmax, other_act, reduction, batch)
+        super().__init__(include_background=include_background, **kwargs)
         self.spacing = spacing
 
     def per_class(
@@ -102,7 +89,7 @@ class BoundaryLoss(SegLoss):
                     f"distance_map must be (B, C, *spatial) like input: input {tuple(input.shape)}, "
                     f"distance_map {tuple(distance_map.shape)} (one channel per class, background included)"
                 )
-            probs = self.activate(input)
+            probs = activate(input, self.sigmoid, self.softmax, self.other_act)
             first = 1 if (not self.include_background and input.shape[1] > 1) else 0
         # one elementwise product over every channel, then the kept classes: no strided copies of
         # the sliced probabilities or maps (about 1.5x faster than a contraction of the slices)
@@ -110,24 +97,14 @@ class BoundaryLoss(SegLoss):
             f = (probs * distance_map.to(probs.dtype)).flatten(2).mean(-1)[:, first:]
         return f.mean(0, keepdim=True) if self.batch else f
 
-    def activate(self, input: torch.Tensor) -> torch.Tensor:
-        """Probabilities from ``input`` with this loss's activation (float32 for half inputs)."""
-        probs = activate(input, self.sigmoid, self.softmax, self.other_act)
-        return probs.float() if probs.dtype in (torch.float16, torch.bfloat16) else probs
-
     def forward(
         self, input: torch.Tensor, target: torch.Tensor | None = None, distance_map: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """
-        Args:
-            input: ``(B, C, *spatial)`` float logits, or probabilities when no activation is set.
-            target: ``(B, 1, *spatial)`` class indices or ``(B, C, *spatial)`` one-hot; only read
-                when ``distance_map`` is None (on-the-fly mode: a CPU EDT per sample and class, slow).
-            distance_map: ``(B, C, *spatial)`` float signed distance maps, one channel per class
-                in the order of the one-hot target (background included).
+        """:meth:`SegLoss.forward` with the cached signed distance maps.
 
-        Returns:
-            scalar, or ``(B, C')`` with ``reduction="none"``.
+        ``distance_map``: ``(B, C, *spatial)`` float signed distance maps, one channel per class in
+        the order of the one-hot target (background included). ``target`` is only read when it is
+        None (on-the-fly mode: a CPU EDT per sample and class, slow).
         """
         return reduce_loss(self.per_class(input, target, distance_map), self.reduction)
 
@@ -165,51 +142,30 @@ class BoundaryDiceLoss(DiceLoss):
         lambda_edge: weight of the edge term, >= 0.
         edge_norm: ``"l1"`` or ``"l2"``.
         kernel_size: odd structuring-element size, >= 3.
-        Other arguments: see :class:`DiceLoss`.
+        Other arguments: see :class:`DiceLoss` (``weight`` scales the Dice term only).
     """
 
     def __init__(
-        self,
-        include_background: bool = True,
-        to_onehot_y: bool = False,
-        sigmoid: bool = False,
-        softmax: bool = False,
-        other_act: Callable | None = None,
-        squared_pred: bool = False,
-        reduction: str = "mean",
-        smooth_nr: float = 1e-5,
-        smooth_dr: float = 1e-5,
-        batch: bool = False,
-        lambda_edge: float = 1.0,
-        edge_norm: str = "l1",
-        kernel_size: int = 3,
+        self, *, lambda_edge: float = 1.0, edge_norm: str = "l1", kernel_size: int = 3, **kwargs: Any
     ) -> None:
-        super().__init__(
-            include_background, to_onehot_y, sigmoid, softmax, other_act, squared_pred, False, reduction,
-            smooth_nr, smooth_dr, batch,
-        )
+        super().__init__(**kwargs)
         self.lambda_edge = check_range("lambda_edge", lambda_edge, 0.0)
         self.edge_norm = check_choice("edge_norm", edge_norm, ("l1", "l2"))
         if isinstance(kernel_size, bool) or int(kernel_size) != kernel_size or kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be an odd integer >= 3, got {kernel_size!r}")
         self.kernel_size = int(kernel_size)
 
-    def edge_term(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``(B, C')`` (``(1, C')`` if ``batch``) mean boundary error per class."""
-        prep = self.prepare(input, target)
-        p = prep.probs
-        if prep.labels is not None:
-            g = F.one_hot(prep.labels.long(), p.shape[1]).transpose(1, 2).reshape(p.shape).to(p.dtype)
-        else:
-            g = prep.dense
-        p, g = p[:, prep.first :], g[:, prep.first :]  # type: ignore[index]
+    def edge_term(self, prep: PreparedInputs) -> torch.Tensor:
+        """``(B, C')`` (``(1, C')`` if ``batch``) mean boundary error per class of prepared inputs."""
+        p, g = prep.probs[:, prep.first :], prep.dense_target()[:, prep.first :]
         diff = (soft_boundary(p, self.kernel_size) - soft_boundary(g, self.kernel_size)).flatten(2)
         err = diff.abs() if self.edge_norm == "l1" else diff.square()
         return err.mean(-1).mean(0, keepdim=True) if self.batch else err.mean(-1)
 
     def per_class(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``(B, C')`` Dice + edge terms before the reduction."""
-        f = super().per_class(input, target)
+        prep = self.prepare(input, target)
+        f = self.dice_terms(prep)
         if self.lambda_edge == 0.0:
             return f
-        return f + self.lambda_edge * self.edge_term(input, target)
+        return f + self.lambda_edge * self.edge_term(prep)

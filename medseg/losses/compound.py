@@ -2,66 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.loss import _Loss
 
-from medseg.losses.base import (
-    REDUCTIONS,
-    check_choice,
-    check_range,
-    per_class_sum_at_labels,
-    prepare_inputs,
-    reduce_loss,
-)
-from medseg.losses.dice import DiceLoss
+from medseg.losses.base import PreparedInputs, check_range, reduce_loss, upcast_half
+from medseg.losses.cross_entropy import cross_entropy_sums
+from medseg.losses.dice import DiceLoss, apply_class_weight, class_weight_tensor
+from medseg.losses.sums import per_class_sum_at_labels
 
 __all__ = ["DiceCELoss", "DiceFocalLoss", "WeightedSumLoss"]
 
-_HALF = (torch.float16, torch.bfloat16)
 
-
-def _float_logits(x: torch.Tensor) -> torch.Tensor:
-    return x.float() if x.dtype in _HALF else x
-
-
-def _dense_target(target: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
-    """``(B, C, *spatial)`` float target from a one-hot or a ``(B, 1, *spatial)`` label map."""
-    if target.shape[1] == num_classes:
-        return target.to(dtype)
-    lab = target[:, 0].long()
-    return F.one_hot(lab, num_classes).movedim(-1, 1).to(dtype)
-
-
-class _DiceCompound(_Loss):
-    """Dice part shared by :class:`DiceCELoss` and :class:`DiceFocalLoss`."""
-
-    uses_distance_map = False
-
-    def _build_dice(self, dice_kwargs: dict, lambda_dice: float, weight) -> None:
-        self.lambda_dice = check_range("lambda_dice", lambda_dice, 0.0)
-        self.dice = DiceLoss(reduction="none", weight=weight, **dice_kwargs)
-        self.include_background = self.dice.include_background
-        self.to_onehot_y = self.dice.to_onehot_y
-        self.sigmoid = self.dice.sigmoid
-        self.softmax = self.dice.softmax
-        self.batch = self.dice.batch
-
-    def _combine(self, dice: torch.Tensor, other: torch.Tensor, lam: float, other_mean: torch.Tensor) -> torch.Tensor:
-        if self.reduction == "mean":
-            return self.lambda_dice * dice.mean() + lam * other_mean
-        return reduce_loss(self.lambda_dice * dice + lam * other, self.reduction)
-
-
-class DiceCELoss(_DiceCompound):
+class DiceCELoss(DiceLoss):
     """Weighted sum of :class:`DiceLoss` and cross-entropy on the logits.
 
     Formula: ``L = lambda_dice * Dice + lambda_ce * CE``; CE is softmax cross-entropy over all
     ``C`` channels (label-index or one-hot/soft targets), or binary cross-entropy with logits per
-    channel when ``C == 1`` or ``sigmoid=True``.
+    channel when ``C == 1`` or ``sigmoid=True`` (see :class:`medseg.losses.CrossEntropyLoss`).
 
     References: Milletari et al. (2016) V-Net, 3DV; Isensee F. et al. (2021) nnU-Net, Nature
     Methods 18:203-211 (Dice + CE as the default segmentation loss).
@@ -84,75 +46,50 @@ class DiceCELoss(_DiceCompound):
 
     def __init__(
         self,
-        include_background: bool = True,
-        to_onehot_y: bool = False,
-        sigmoid: bool = False,
-        softmax: bool = False,
-        other_act: Callable | None = None,
-        squared_pred: bool = False,
-        jaccard: bool = False,
-        reduction: str = "mean",
-        smooth_nr: float = 1e-5,
-        smooth_dr: float = 1e-5,
-        batch: bool = False,
+        *,
         weight: Sequence[float] | torch.Tensor | None = None,
         lambda_dice: float = 1.0,
         lambda_ce: float = 1.0,
         label_smoothing: float = 0.0,
+        **kwargs: Any,
     ) -> None:
-        ce_w = None if weight is None else torch.as_tensor(weight, dtype=torch.float32).flatten()
-        dice_w = ce_w[1:] if (ce_w is not None and not include_background and ce_w.numel() > 1) else ce_w
-        kwargs = dict(
-            include_background=include_background, to_onehot_y=to_onehot_y, sigmoid=sigmoid, softmax=softmax,
-            other_act=other_act, squared_pred=squared_pred, jaccard=jaccard, smooth_nr=smooth_nr,
-            smooth_dr=smooth_dr, batch=batch,
-        )
-        super().__init__(reduction=check_choice("reduction", reduction, REDUCTIONS))
-        self._build_dice(kwargs, lambda_dice, dice_w)
+        ce_w = class_weight_tensor(weight)
+        no_bg = not kwargs.get("include_background", True)
+        super().__init__(weight=ce_w[1:] if (ce_w is not None and no_bg and ce_w.numel() > 1) else ce_w, **kwargs)
+        self.lambda_dice = check_range("lambda_dice", lambda_dice, 0.0)
         self.lambda_ce = check_range("lambda_ce", lambda_ce, 0.0)
         self.label_smoothing = check_range("label_smoothing", label_smoothing, 0.0, 1.0)
         self.register_buffer("ce_weight", ce_w)
         self.ce_weight: torch.Tensor | None
 
-    def ce_terms(self, input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def ce_terms(
+        self, input: torch.Tensor, prep: PreparedInputs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample CE ``(B,)`` and the batch CE mean (weighted as ``torch.nn.CrossEntropyLoss``)."""
-        x = _float_logits(input)
-        b, c = x.shape[:2]
-        w = None if self.ce_weight is None else self.ce_weight.to(x)
-        if c == 1 or self.sigmoid:
-            t = _dense_target(target, c, x.dtype)
-            pw = None if w is None else w.reshape(-1, *([1] * (x.ndim - 2)))
-            per_voxel = F.binary_cross_entropy_with_logits(x, t, pos_weight=pw, reduction="none")
-            return per_voxel.reshape(b, -1).mean(1), per_voxel.mean()
-        if target.shape[1] == c:
-            per_voxel = F.cross_entropy(
-                x, target.to(x.dtype), weight=w, reduction="none", label_smoothing=self.label_smoothing
-            )
-            return per_voxel.reshape(b, -1).mean(1), per_voxel.mean()
-        lab = target[:, 0].long()
-        per_voxel = F.cross_entropy(x, lab, weight=w, reduction="none", label_smoothing=self.label_smoothing)
-        if w is None:
-            return per_voxel.reshape(b, -1).mean(1), per_voxel.mean()
-        wy = w[lab].reshape(b, -1).sum(1)
-        sums = per_voxel.reshape(b, -1).sum(1)
-        return sums / wy, sums.sum() / wy.sum()
+        binary = self.sigmoid or prep.num_classes == 1
+        sums, z = cross_entropy_sums(upcast_half(input), prep, self.ce_weight, self.label_smoothing, binary)
+        return sums.sum(1) / z, sums.sum() / z.sum()
+
+    def per_class(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``(B, C')`` Dice terms + ``lambda_ce`` times the per-sample CE, before the reduction."""
+        return self._terms(input, target)[0]
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """
-        Args:
-            input: ``(B, C, *spatial)`` float logits.
-            target: ``(B, 1, *spatial)`` class indices or ``(B, C, *spatial)`` one-hot / soft labels.
+        """:meth:`SegLoss.forward`; ``"mean"`` uses the batch CE mean (as torch, with class weights)."""
+        terms, dice, ce_mean = self._terms(input, target)
+        if self.reduction == "mean":
+            return self.lambda_dice * dice.mean() + self.lambda_ce * ce_mean
+        return reduce_loss(terms, self.reduction)
 
-        Returns:
-            scalar, or ``(B, C')`` with ``reduction="none"``.
-        """
-        dice = self.dice.per_class(input, target)
-        per_sample, mean = self.ce_terms(input, target)
-        other = per_sample.mean(0, keepdim=True) if self.batch else per_sample
-        return self._combine(dice, other.unsqueeze(1), self.lambda_ce, mean)
+    def _terms(self, input: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        prep = self.prepare(input, target)
+        dice = self.dice_terms(prep)
+        per_sample, mean = self.ce_terms(input, prep)
+        ce = per_sample.mean(0, keepdim=True) if self.batch else per_sample
+        return self.lambda_dice * dice + self.lambda_ce * ce.unsqueeze(1), dice, mean
 
 
-class DiceFocalLoss(_DiceCompound):
+class DiceFocalLoss(DiceLoss):
     """Weighted sum of :class:`DiceLoss` and the focal loss on the logits.
 
     Formula: ``L = lambda_dice * Dice + lambda_focal * FL``, ``FL = -alpha_t (1 - p_t)^gamma log p_t``
@@ -164,12 +101,16 @@ class DiceFocalLoss(_DiceCompound):
         Detection. ICCV 2017. arXiv:1708.02002. Zhu W. et al. (2019) AnatomyNet. Med. Phys. 46(2).
 
     Convention: with ``sigmoid=True`` (or no softmax) this equals ``monai.losses.DiceFocalLoss``
-    (``alpha`` weighs positives, ``1 - alpha`` negatives; ``weight`` scales both terms per class).
+    (``alpha`` weighs positives, ``1 - alpha`` negatives; ``weight`` scales both terms per class,
+    the Dice term only while more than one class channel remains, as MONAI).
     With ``softmax=True`` we use the softmax focal loss over all channels, then drop the
     background term if excluded, where MONAI's DiceFocalLoss uses a sigmoid focal loss (and
     MONAI's ``FocalLoss(use_softmax=True)`` re-normalises the softmax without the background);
-    ``alpha`` then weighs the foreground classes and ``1 - alpha`` the background. Per-class focal
-    terms are voxel means; ``"none"`` is ``(B, C')`` and ``"sum"`` its sum (MONAI sums voxels).
+    ``alpha`` then weighs the foreground classes and ``1 - alpha`` the background. The focal term
+    of a class is its mean over the voxels, so ``"none"`` is ``(B, C')`` (MONAI returns the
+    per-voxel focal terms plus the Dice terms, ``(B, C', *spatial)``, whose spatial mean is ours)
+    and ``"sum"`` is the sum of that tensor, as MONAI, whose ``"sum"`` also averages the focal
+    loss over space before summing over samples and classes.
 
     Args:
         gamma: focusing exponent, >= 0.
@@ -182,42 +123,28 @@ class DiceFocalLoss(_DiceCompound):
 
     def __init__(
         self,
-        include_background: bool = True,
-        to_onehot_y: bool = False,
-        sigmoid: bool = False,
-        softmax: bool = False,
-        other_act: Callable | None = None,
-        squared_pred: bool = False,
-        jaccard: bool = False,
-        reduction: str = "mean",
-        smooth_nr: float = 1e-5,
-        smooth_dr: float = 1e-5,
-        batch: bool = False,
+        *,
         gamma: float = 2.0,
-        weight: Sequence[float] | float | torch.Tensor | None = None,
+        alpha: float | None = None,
         lambda_dice: float = 1.0,
         lambda_focal: float = 1.0,
-        alpha: float | None = None,
+        **kwargs: Any,
     ) -> None:
-        kwargs = dict(
-            include_background=include_background, to_onehot_y=to_onehot_y, sigmoid=sigmoid, softmax=softmax,
-            other_act=other_act, squared_pred=squared_pred, jaccard=jaccard, smooth_nr=smooth_nr,
-            smooth_dr=smooth_dr, batch=batch,
-        )
-        super().__init__(reduction=check_choice("reduction", reduction, REDUCTIONS))
-        self._build_dice(kwargs, lambda_dice, weight)
+        super().__init__(**kwargs)
         self.gamma = check_range("gamma", gamma, 0.0)
         self.alpha = None if alpha is None else check_range("alpha", alpha, 0.0, 1.0)
+        self.lambda_dice = check_range("lambda_dice", lambda_dice, 0.0)
         self.lambda_focal = check_range("lambda_focal", lambda_focal, 0.0)
 
-    def focal_terms(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def per_class(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``(B, C')`` Dice + focal terms before the reduction."""
+        prep = self.prepare(input, target)
+        return self.lambda_dice * self.dice_terms(prep) + self.lambda_focal * self.focal_terms(input, prep)
+
+    def focal_terms(self, input: torch.Tensor, prep: PreparedInputs) -> torch.Tensor:
         """``(B, C')`` (``(1, C')`` if ``batch``) voxel-mean focal loss per class."""
-        x = _float_logits(input)
+        x = upcast_half(input)
         b, c = x.shape[:2]
-        prep = prepare_inputs(
-            x, target, include_background=self.include_background, to_onehot_y=self.to_onehot_y,
-            apply_activation=False,
-        )
         n = x[0, 0].numel()
         if self.softmax and c > 1:
             logp = torch.log_softmax(x, 1).reshape(b, c, -1)
@@ -228,7 +155,7 @@ class DiceFocalLoss(_DiceCompound):
                     fl = fl * torch.where(prep.labels == 0, 1.0 - self.alpha, self.alpha)
                 per = per_class_sum_at_labels(fl, prep.labels, c) / n
             else:
-                t = prep.dense.reshape(b, c, -1)  # type: ignore[union-attr]
+                t = prep.dense_target().reshape(b, c, -1)
                 fl = -(1.0 - logp.exp()).pow(self.gamma) * logp * t
                 if self.alpha is not None:
                     fac = torch.full((c, 1), self.alpha, dtype=x.dtype, device=x.device)
@@ -236,30 +163,14 @@ class DiceFocalLoss(_DiceCompound):
                     fl = fl * fac
                 per = fl.mean(-1)
         else:
-            t = prep.dense if prep.dense is not None else _dense_target(target, c, x.dtype)
-            xf, tf = x.reshape(b, c, -1), t.reshape(b, c, -1)
+            xf, tf = x.reshape(b, c, -1), prep.dense_target().reshape(b, c, -1).to(x.dtype)
             bce = xf - xf * tf - F.logsigmoid(xf)
             fl = torch.exp(F.logsigmoid(-xf * (tf * 2.0 - 1.0)) * self.gamma) * bce
             if self.alpha is not None:
                 fl = fl * (tf * self.alpha + (1.0 - tf) * (1.0 - self.alpha))
             per = fl.mean(-1)
-        per = per[:, prep.first :]
-        if self.dice.class_weight is not None:
-            per = per * self.dice.class_weight.to(per)
+        per = apply_class_weight(per[:, prep.first :], self.class_weight)
         return per.mean(0, keepdim=True) if self.batch else per
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """
-        Args:
-            input: ``(B, C, *spatial)`` float logits.
-            target: ``(B, 1, *spatial)`` class indices or ``(B, C, *spatial)`` one-hot labels.
-
-        Returns:
-            scalar, or ``(B, C')`` with ``reduction="none"``.
-        """
-        dice = self.dice.per_class(input, target)
-        focal = self.focal_terms(input, target)
-        return self._combine(dice, focal, self.lambda_focal, focal.mean())
 
 
 class WeightedSumLoss(_Loss):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from medseg.losses.base import SegLoss, check_choice, check_range, class_sums, reduce_loss
+from medseg.losses.base import PreparedInputs, SegLoss, check_choice
+from medseg.losses.sums import class_sums
 
-__all__ = ["DiceLoss", "GeneralizedDiceLoss", "generalized_dice_weights"]
+__all__ = ["DiceLoss", "GeneralizedDiceLoss", "apply_class_weight", "class_weight_tensor", "generalized_dice_weights"]
 
 W_TYPES = ("square", "simple", "uniform")
 
@@ -27,15 +29,14 @@ class DiceLoss(SegLoss):
     Convention: same arguments and values as ``monai.losses.DiceLoss`` (``soft_label=False``,
     no ``ignore_index``); ``squared_pred`` squares both prediction and target in the
     denominator. ``reduction="none"`` returns ``(B, C')`` (``(1, C')`` with ``batch=True``),
-    where MONAI returns ``(B, C', 1, ...)``. ``weight`` multiplies the per-class terms.
+    where MONAI returns ``(B, C', 1, ...)``. ``weight`` multiplies the per-class terms; as in
+    MONAI it is not applied (nor checked) when a single class channel remains (``C' == 1``).
 
     Args:
         squared_pred: V-Net squared denominator (``a = 2``) instead of the plain one.
         jaccard: soft Jaccard (IoU) instead of Dice.
-        smooth_nr: added to the numerator, >= 0.
-        smooth_dr: added to the denominator, >= 0 (keeps empty-vs-empty finite).
         weight: per-class weights (length ``C'``, non-negative) or a scalar; None for none.
-        Other arguments: see :class:`medseg.losses.base.SegLoss`.
+        Other arguments (``smooth_nr``, ``smooth_dr``, ...): see :class:`medseg.losses.base.SegLoss`.
 
     Example:
         >>> loss = DiceLoss(to_onehot_y=True, softmax=True)
@@ -44,58 +45,52 @@ class DiceLoss(SegLoss):
 
     def __init__(
         self,
-        include_background: bool = True,
-        to_onehot_y: bool = False,
-        sigmoid: bool = False,
-        softmax: bool = False,
-        other_act: Callable | None = None,
+        *,
         squared_pred: bool = False,
         jaccard: bool = False,
-        reduction: str = "mean",
-        smooth_nr: float = 1e-5,
-        smooth_dr: float = 1e-5,
-        batch: bool = False,
         weight: Sequence[float] | float | torch.Tensor | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(include_background, to_onehot_y, sigmoid, softmax, other_act, reduction, batch)
+        super().__init__(**kwargs)
         self.squared_pred = bool(squared_pred)
         self.jaccard = bool(jaccard)
-        self.smooth_nr = check_range("smooth_nr", smooth_nr, 0.0)
-        self.smooth_dr = check_range("smooth_dr", smooth_dr, 0.0)
-        w = None if weight is None else torch.as_tensor(weight, dtype=torch.float32).flatten()
-        if w is not None and (w.numel() == 0 or bool((w < 0).any())):
-            raise ValueError(f"weight must be non-negative per-class values or a scalar, got {weight!r}")
-        self.register_buffer("class_weight", w)
+        self.register_buffer("class_weight", class_weight_tensor(weight))
         self.class_weight: torch.Tensor | None
 
     def per_class(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``(B, C')`` (``(1, C')`` if ``batch``) Dice loss terms before the reduction."""
-        tp, sp, sg = class_sums(self.prepare(input, target), self.squared_pred, self.batch)
+        return self.dice_terms(self.prepare(input, target))
+
+    def dice_terms(self, prep: PreparedInputs) -> torch.Tensor:
+        """:meth:`per_class` of inputs already prepared by :meth:`prepare`."""
+        tp, sp, sg = class_sums(prep, self.squared_pred, self.batch)
         union = sp + sg
         if self.jaccard:
             union = 2.0 * (union - tp)
         f = 1.0 - (2.0 * tp + self.smooth_nr) / (union + self.smooth_dr)
-        if self.class_weight is not None:
-            cw = self.class_weight.to(f)
-            if cw.numel() not in (1, f.shape[1]):
-                raise ValueError(
-                    f"weight has {cw.numel()} values but the loss has {f.shape[1]} classes "
-                    "(without the background when include_background=False)"
-                )
-            f = f * cw
-        return f
+        return apply_class_weight(f, self.class_weight) if f.shape[1] > 1 else f
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """
-        Args:
-            input: ``(B, C, *spatial)`` float logits, or probabilities when no activation is set.
-            target: ``(B, 1, *spatial)`` class indices (``to_onehot_y=True``) or
-                ``(B, C, *spatial)`` one-hot / soft labels in [0, 1].
 
-        Returns:
-            scalar, or ``(B, C')`` with ``reduction="none"``.
-        """
-        return reduce_loss(self.per_class(input, target), self.reduction)
+def class_weight_tensor(weight: Sequence[float] | float | torch.Tensor | None) -> torch.Tensor | None:
+    """Validated float32 class weights (1D) from per-class values or a scalar; None stays None."""
+    if weight is None:
+        return None
+    w = torch.as_tensor(weight, dtype=torch.float32).flatten()
+    if w.numel() == 0 or bool((w < 0).any()):
+        raise ValueError(f"weight must be non-negative per-class values or a scalar, got {weight!r}")
+    return w
+
+
+def apply_class_weight(terms: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """``terms`` ``(B, C')`` times the class weights (one value, or ``C'`` values); None: unchanged."""
+    if weight is None:
+        return terms
+    if weight.numel() not in (1, terms.shape[1]):
+        raise ValueError(
+            f"weight has {weight.numel()} values but the loss has {terms.shape[1]} classes "
+            "(without the background when include_background=False)"
+        )
+    return terms * weight.to(terms)
 
 
 def generalized_dice_weights(
@@ -155,29 +150,12 @@ class GeneralizedDiceLoss(SegLoss):
     Args:
         w_type: ``"square"``, ``"simple"`` or ``"uniform"``.
         normalize_weights: divide the weights of a sample by their sum.
-        smooth_nr: added to the numerator, >= 0.
-        smooth_dr: added to the denominator, >= 0.
-        Other arguments: see :class:`medseg.losses.base.SegLoss`.
+        Other arguments (``smooth_nr``, ``smooth_dr``, ...): see :class:`medseg.losses.base.SegLoss`.
     """
 
-    def __init__(
-        self,
-        include_background: bool = True,
-        to_onehot_y: bool = False,
-        sigmoid: bool = False,
-        softmax: bool = False,
-        other_act: Callable | None = None,
-        w_type: str = "square",
-        reduction: str = "mean",
-        smooth_nr: float = 1e-5,
-        smooth_dr: float = 1e-5,
-        batch: bool = False,
-        normalize_weights: bool = True,
-    ) -> None:
-        super().__init__(include_background, to_onehot_y, sigmoid, softmax, other_act, reduction, batch)
+    def __init__(self, *, w_type: str = "square", normalize_weights: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.w_type = check_choice("w_type", w_type, W_TYPES)
-        self.smooth_nr = check_range("smooth_nr", smooth_nr, 0.0)
-        self.smooth_dr = check_range("smooth_dr", smooth_dr, 0.0)
         self.normalize_weights = bool(normalize_weights)
 
     def per_class(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -190,15 +168,3 @@ class GeneralizedDiceLoss(SegLoss):
         # 1 - (2 sum w tp + s_nr) / denom == sum_c [w_c (union_c - 2 tp_c) + (s_dr - s_nr) / n] / denom
         share = (w * (union - 2.0 * tp) + (self.smooth_dr - self.smooth_nr) / n) / denom
         return share * n
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """
-        Args:
-            input: ``(B, C, *spatial)`` float logits, or probabilities when no activation is set.
-            target: ``(B, 1, *spatial)`` class indices (``to_onehot_y=True``) or
-                ``(B, C, *spatial)`` one-hot / soft labels in [0, 1].
-
-        Returns:
-            scalar, or ``(B, C')`` with ``reduction="none"`` (see the class docstring).
-        """
-        return reduce_loss(self.per_class(input, target), self.reduction)

@@ -17,6 +17,7 @@ from torch import nn
 from medseg.errors import InputError
 from medseg.losses.boundary import BoundaryDiceLoss, BoundaryLoss
 from medseg.losses.compound import DiceCELoss, DiceFocalLoss, WeightedSumLoss
+from medseg.losses.cross_entropy import CrossEntropyLoss
 from medseg.losses.deep_supervision import DeepSupervisionLoss
 from medseg.losses.dice import DiceLoss, GeneralizedDiceLoss
 from medseg.losses.tversky import FocalTverskyLoss, TverskyLoss
@@ -115,6 +116,7 @@ LOSSES.add(
 )
 LOSSES.add("boundary_only", "Boundary loss term alone (Kervadec 2019); needs a region loss beside it", BoundaryLoss)
 LOSSES.add("boundary_dice", "Dice + lambda * L1/L2 error between soft morphological boundaries", BoundaryDiceLoss)
+LOSSES.add("ce", "Cross-entropy on logits (softmax, or binary with sigmoid=True), class weights", CrossEntropyLoss)
 LOSSES.add("dice_ce", "Dice + cross-entropy", DiceCELoss)
 LOSSES.add("dice_focal", "Dice + focal loss (Lin 2017)", DiceFocalLoss)
 LOSSES.add("weighted_sum", "Weighted sum of registered losses: terms={'dice': 1.0, ...}", weighted_sum_loss)

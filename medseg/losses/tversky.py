@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from medseg.losses.base import SegLoss, check_range, class_sums, reduce_loss
+from medseg.losses.base import SegLoss, check_range
+from medseg.losses.sums import class_sums
 
 __all__ = ["FocalTverskyLoss", "TverskyLoss"]
 
@@ -28,30 +29,13 @@ class TverskyLoss(SegLoss):
     Args:
         alpha: weight of false positives, >= 0.
         beta: weight of false negatives, >= 0.
-        smooth_nr: added to the numerator, >= 0.
-        smooth_dr: added to the denominator, >= 0.
-        Other arguments: see :class:`medseg.losses.base.SegLoss`.
+        Other arguments (``smooth_nr``, ``smooth_dr``, ...): see :class:`medseg.losses.base.SegLoss`.
     """
 
-    def __init__(
-        self,
-        include_background: bool = True,
-        to_onehot_y: bool = False,
-        sigmoid: bool = False,
-        softmax: bool = False,
-        other_act: Callable | None = None,
-        alpha: float = 0.5,
-        beta: float = 0.5,
-        reduction: str = "mean",
-        smooth_nr: float = 1e-5,
-        smooth_dr: float = 1e-5,
-        batch: bool = False,
-    ) -> None:
-        super().__init__(include_background, to_onehot_y, sigmoid, softmax, other_act, reduction, batch)
+    def __init__(self, *, alpha: float = 0.5, beta: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.alpha = check_range("alpha", alpha, 0.0)
         self.beta = check_range("beta", beta, 0.0)
-        self.smooth_nr = check_range("smooth_nr", smooth_nr, 0.0)
-        self.smooth_dr = check_range("smooth_dr", smooth_dr, 0.0)
 
     def tversky_index(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``(B, C')`` (``(1, C')`` if ``batch``) smoothed Tversky index per class."""
@@ -62,18 +46,6 @@ class TverskyLoss(SegLoss):
     def per_class(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``(B, C')`` loss terms before the reduction."""
         return 1.0 - self.tversky_index(input, target)
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """
-        Args:
-            input: ``(B, C, *spatial)`` float logits, or probabilities when no activation is set.
-            target: ``(B, 1, *spatial)`` class indices (``to_onehot_y=True``) or
-                ``(B, C, *spatial)`` one-hot / soft labels in [0, 1].
-
-        Returns:
-            scalar, or ``(B, C')`` with ``reduction="none"``.
-        """
-        return reduce_loss(self.per_class(input, target), self.reduction)
 
 
 class FocalTverskyLoss(TverskyLoss):
@@ -102,25 +74,8 @@ class FocalTverskyLoss(TverskyLoss):
         Other arguments: see :class:`TverskyLoss`.
     """
 
-    def __init__(
-        self,
-        include_background: bool = True,
-        to_onehot_y: bool = False,
-        sigmoid: bool = False,
-        softmax: bool = False,
-        other_act: Callable | None = None,
-        alpha: float = 0.3,
-        beta: float = 0.7,
-        gamma: float = 4.0 / 3.0,
-        reduction: str = "mean",
-        smooth_nr: float = 1e-5,
-        smooth_dr: float = 1e-5,
-        batch: bool = False,
-    ) -> None:
-        super().__init__(
-            include_background, to_onehot_y, sigmoid, softmax, other_act, alpha, beta, reduction,
-            smooth_nr, smooth_dr, batch,
-        )
+    def __init__(self, *, alpha: float = 0.3, beta: float = 0.7, gamma: float = 4.0 / 3.0, **kwargs: Any) -> None:
+        super().__init__(alpha=alpha, beta=beta, **kwargs)
         self.gamma = check_range("gamma", gamma, 0.0, low_open=True)
 
     def per_class(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
