@@ -8,8 +8,7 @@ so the configs also load with :func:`medseg.bundle.trust.load_config` (no ``$`` 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,14 @@ __all__ = [
     "to_device",
     "parameters",
     "run_engine",
+    "validation_metrics",
+    "key_metric",
+    "additional_metrics",
     "init_distributed",
+    "unwrap",
     "distributed_network",
     "distributed_sampler",
-    "rank_zero_only",
+    "is_not_main",
     "cleanup_distributed",
 ]
 
@@ -87,53 +90,92 @@ def run_engine(engine: Any) -> Any:
     return engine.state
 
 
-def init_distributed(backend: str = "auto") -> torch.device:
-    """Join the ``torchrun`` process group; NCCL with one GPU per local rank, else Gloo on CPU.
+def validation_metrics(num_classes: int, labels: Mapping[str | int, str] | None = None, hd_convention: str = "monai",
+                       prefix: str = "val_") -> dict[str, Any]:
+    """medseg's validation metrics, named for a bundle: ``val_mean_dice``, ``val_mean_hd95``, ``val_dice_<name>``...
 
-    Returns the device this rank computes on. Reads ``LOCAL_RANK`` as set by ``torchrun``.
+    The ignite metrics of :func:`medseg.handlers.metrics.validation_metrics` (one accumulator, the
+    empty-mask policy of :mod:`medseg.metrics.policy`, HD95 in mm with ``hd_convention``), so a
+    bundle's validation scores are those of ``medseg train`` and ``medseg evaluate``. Across
+    ranks the per-case sums are all-reduced: every rank must run the evaluator.
+
+    Args:
+        num_classes: C, one-hot channels including background.
+        labels: ``{label: name}`` (JSON keys are strings) naming the per-class metrics.
+        hd_convention: ``"monai"``, ``"medpy"`` or ``"surface_distance"``.
+        prefix: put before every metric name.
     """
-    import torch.distributed as dist
+    from ignite.metrics import MetricsLambda
 
-    cuda = torch.cuda.is_available()
-    chosen = ("nccl" if cuda else "gloo") if backend == "auto" else backend
-    if not dist.is_initialized():
-        dist.init_process_group(backend=chosen)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda and chosen == "nccl":
-        torch.cuda.set_device(local_rank)
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device("cpu")
+    from medseg.handlers.metrics import validation_metrics as medseg_metrics
+
+    names = {int(k): str(v) for k, v in (labels or {}).items()}
+    metrics = medseg_metrics(int(num_classes), names, hd_convention=hd_convention)
+    hd95 = [m for k, m in metrics.items() if k.startswith("hd95_")]
+    metrics["mean_hd95"] = MetricsLambda(_mean, *hd95)
+    return {f"{prefix}{k}": m for k, m in metrics.items()}
+
+
+def key_metric(metrics: Mapping[str, Any], name: str = "val_mean_dice") -> dict[str, Any]:
+    """``{name: metrics[name]}``: an evaluator's ``key_val_metric``."""
+    if name not in metrics:
+        raise ValueError(f"name must be one of {sorted(metrics)}, got {name!r}")
+    return {name: metrics[name]}
+
+
+def additional_metrics(metrics: Mapping[str, Any], key: str = "val_mean_dice") -> dict[str, Any]:
+    """Every metric but the key metric: an evaluator's ``additional_metrics``."""
+    return {k: m for k, m in metrics.items() if k != key}
+
+
+def init_distributed(backend: str = "auto") -> torch.device:
+    """Join the ``torchrun`` process group (NCCL with one GPU per local rank, else Gloo); this rank's device.
+
+    The same code as ``medseg train --nproc``: :func:`medseg.engine.distributed.init_process_group`.
+    """
+    from medseg.engine.distributed import init_process_group
+
+    return init_process_group(backend)
 
 
 def distributed_network(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Wrap an initialised network in ``DistributedDataParallel`` on ``device``."""
-    from torch.nn.parallel import DistributedDataParallel
+    """``DistributedDataParallel`` around ``network`` on ``device`` (:func:`medseg.engine.distributed.ddp`)."""
+    from medseg.engine.distributed import ddp
 
-    network = network.to(device)
-    ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(network, device_ids=ids)
+    return ddp(network, device)
 
 
-def distributed_sampler(dataset: Sequence[Any], shuffle: bool = True, even_divisible: bool = True,
-                        ) -> torch.utils.data.Sampler:
-    """MONAI's ``DistributedSampler``; ``even_divisible=False`` for validation (each case exactly once)."""
-    from monai.data import DistributedSampler
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside ``DistributedDataParallel`` (what validation and export run)."""
+    from medseg.engine.distributed import unwrap as _unwrap
 
-    return DistributedSampler(dataset=dataset, shuffle=shuffle, even_divisible=even_divisible)
+    return _unwrap(module)
 
 
-def rank_zero_only(items: Iterable[Any]) -> list[Any]:
-    """``items`` on rank 0 (or without a process group), ``[]`` on the other ranks."""
-    import torch.distributed as dist
+def distributed_sampler(dataset: Sequence[Any], train: bool = True) -> torch.utils.data.Sampler | None:
+    """Training shards (shuffled, equal length) or validation shards (each case once); ``None`` in one process."""
+    from medseg.engine.distributed import distributed_sampler as _sampler
 
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() > 0:
-        return []
-    return list(items)
+    return _sampler(dataset, train=train)
+
+
+def is_not_main() -> bool:
+    """True on ranks > 0: the value of ``_disabled_`` for handlers that only rank 0 may run.
+
+    Only handlers that write files or logs may be disabled this way; anything that takes part
+    in a collective (validation, metric savers) must run on every rank.
+    """
+    from medseg.engine.distributed import is_main
+
+    return not is_main()
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group (a bundle's ``finalize`` step)."""
-    import torch.distributed as dist
+    """Wait for every rank, then leave the process group (a bundle's ``finalize`` step)."""
+    from medseg.engine.distributed import leave_process_group
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    leave_process_group()
+
+
+def _mean(*values: float) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")

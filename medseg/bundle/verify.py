@@ -2,15 +2,19 @@
 
 :func:`verify_bundle` runs, in order: the layout check (files the MONAI Bundle Specification
 asks for), a safety check (every config loads with :func:`medseg.bundle.trust.load_config`, i.e.
-holds no ``$`` code), ``monai.bundle.verify_metadata`` against the project's local schema
-(:mod:`medseg.bundle.schema`; nothing is downloaded), ``monai.bundle.verify_net_in_out``,
-``monai.bundle.ckpt_export`` (writes ``models/model.ts``) and a TorchScript-vs-eager comparison
-on a random input of the metadata's input shape.
+holds no ``$`` code), ``monai.bundle.verify_metadata`` against medseg's offline equivalent of
+MONAI's published schema (:mod:`medseg.bundle.schema`; nothing is downloaded), the hashes of
+``large_files.yml``, ``monai.bundle.verify_net_in_out``, ``monai.bundle.ckpt_export`` (writes
+``models/model.ts``) and a TorchScript-vs-eager comparison on a random input of the metadata's
+input shape. :func:`lint_warnings` adds medseg's own named warnings (:mod:`medseg.bundle.lint`),
+which never fail a bundle.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,10 +23,13 @@ from typing import Any
 
 import torch
 
+from medseg.bundle.large_files import LARGE_FILES, check_large_files
+from medseg.bundle.lint import LintWarning, lint_bundle
 from medseg.bundle.schema import SCHEMA_FILE, write_schema
 from medseg.errors import InputError
 
-__all__ = ["CheckResult", "verify_bundle", "export_torchscript", "torchscript_max_difference", "REQUIRED_FILES"]
+__all__ = ["CheckResult", "verify_bundle", "lint_warnings", "export_torchscript", "torchscript_max_difference",
+           "REQUIRED_FILES"]
 
 logger = logging.getLogger(__name__)
 REQUIRED_FILES = ("configs/metadata.json", "configs/inference.json", "LICENSE", "docs/README.md")
@@ -98,10 +105,12 @@ def verify_bundle(bundle_dir: str | Path, device: str = "cpu", tolerance: float 
         results.append(CheckResult(name, ok, msg, time.perf_counter() - t0))
         return ok
 
-    meta, infer, schema = _bundle_files(root)
+    meta, infer, _ = _bundle_files(root)
     check("layout", lambda: _layout(root))
     check("safe configs", lambda: _safe_configs(root))
-    check("verify_metadata", lambda: _verify_metadata(meta, schema))
+    check("verify_metadata", lambda: _verify_metadata(meta))
+    if (root / LARGE_FILES).is_file():
+        check("large_files", lambda: check_large_files(root))
     check("verify_net_in_out", lambda: _verify_net(meta, infer, device, overrides or {}))
     has_weights = (root / "models" / "model.pt").is_file()
     if export and has_weights and check("ckpt_export", lambda: f"wrote {export_torchscript(root, overrides=overrides)}"):
@@ -131,15 +140,26 @@ def _safe_configs(root: Path) -> str:
     return f"{len(files)} configs hold no code ($ expressions, unsafe _target_)"
 
 
-def _verify_metadata(meta: str, schema: str) -> str:
+def lint_warnings(bundle_dir: str | Path, installed_medseg: str | None = "auto") -> list[LintWarning]:
+    """medseg's named warnings about a bundle (:mod:`medseg.bundle.lint`); ``[]`` without a readable metadata.json."""
+    meta = Path(bundle_dir) / "configs" / "metadata.json"
+    try:
+        metadata = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return []
+    return lint_bundle(bundle_dir, metadata, installed_medseg) if isinstance(metadata, dict) else []
+
+
+def _verify_metadata(meta: str) -> str:
     import importlib.util
 
     if importlib.util.find_spec("jsonschema") is None:
         raise RuntimeError("MONAI's verify_metadata needs the 'jsonschema' package (pip install jsonschema)")
     from monai.bundle import verify_metadata
 
-    verify_metadata(meta_file=meta, filepath=schema)
-    return f"metadata valid against the local schema {schema}"
+    with tempfile.TemporaryDirectory() as tmp:  # always medseg's schema, whatever copy the bundle ships
+        verify_metadata(meta_file=meta, filepath=write_schema(Path(tmp) / "meta_schema.json"))
+    return "metadata valid against MONAI's meta_schema_20240725 (offline equivalent)"
 
 
 def _verify_net(meta: str, infer: str, device: str, overrides: Mapping[str, Any]) -> str:

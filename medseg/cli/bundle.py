@@ -2,8 +2,10 @@
 
   medseg bundle export RUN_DIR OUT_DIR   weights, resolved configs, metadata (+ eval metrics), TorchScript
                                          (--onnx: also ONNX, checked with ONNX Runtime)
-  medseg bundle verify DIR               layout, safe configs, verify_metadata (local schema, offline),
-                                         verify_net_in_out, ckpt_export, TorchScript == eager (1e-4)
+  medseg bundle verify DIR               layout, safe configs, verify_metadata (MONAI's schema, offline),
+                                         large_files.yml hashes, verify_net_in_out, ckpt_export,
+                                         TorchScript == eager (1e-4); medseg's warnings (MEDSEG-Wnnn)
+                                         are printed without failing the bundle
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"bundle written: {out}")
         print(f"verify it with: medseg bundle verify {out}")
         return 0
-    from medseg.bundle.verify import verify_bundle
+    from medseg.bundle.verify import lint_warnings, verify_bundle
 
     results = verify_bundle(args.bundle_dir, device=args.device, tolerance=args.tolerance, export=not args.no_export)
     width = max(len(r.name) for r in results)
     for r in results:
         print(f"{'PASS' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.message}  ({r.seconds:.1f} s)")
+    for w in lint_warnings(args.bundle_dir):
+        print(f"WARN  {w}")
     failed = [r for r in results if not r.ok]
     if failed:
         raise InputError(f"{args.bundle_dir}: {len(failed)} of {len(results)} bundle checks failed",
