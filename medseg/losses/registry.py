@@ -37,18 +37,14 @@ REGION_LOSSES = ("generalized_dice", "dice")
 
 
 def region_boundary_loss(
-    include_background: bool = True,
-    to_onehot_y: bool = False,
-    sigmoid: bool = False,
-    softmax: bool = False,
-    other_act: Callable | None = None,
     region: str = "generalized_dice",
     region_weight: float = 1.0,
     boundary_weight: float = 0.01,
-    batch: bool = False,
+    include_background: bool = True,
+    boundary_include_background: bool = False,
     reduction: str = "mean",
     spacing: Sequence[float] | float | None = None,
-    boundary_include_background: bool = False,
+    **common: Any,
 ) -> WeightedSumLoss:
     """Region + boundary loss as in Kervadec et al. (2019): ``w_r * GDL + w_b * BoundaryLoss``.
 
@@ -56,7 +52,9 @@ def region_boundary_loss(
     (``include_background``); the boundary term sees the foreground classes only, as in the
     paper (``boundary_include_background``). ``boundary_weight`` starts small (0.01) and is raised during training by
     :class:`medseg.handlers.loss_schedule.BoundaryLossSchedule` (terms ``"region"`` and
-    ``"boundary"``). Returns a :class:`WeightedSumLoss` with ``uses_distance_map = True``.
+    ``"boundary"``). ``common`` (``to_onehot_y``, ``sigmoid``, ``softmax``, ``other_act``,
+    ``batch``: see :class:`medseg.losses.base.SegLoss`) goes to both terms. Returns a
+    :class:`WeightedSumLoss` with ``uses_distance_map = True``.
     """
     if reduction == "none" and bool(include_background) != bool(boundary_include_background):
         raise ValueError(
@@ -65,12 +63,13 @@ def region_boundary_loss(
         )
     if region not in REGION_LOSSES:
         raise ValueError(f"region must be one of {', '.join(REGION_LOSSES)}; got {region!r}")
-    common = dict(to_onehot_y=to_onehot_y, sigmoid=sigmoid, softmax=softmax, other_act=other_act, batch=batch)
     region_cls = GeneralizedDiceLoss if region == "generalized_dice" else DiceLoss
     return WeightedSumLoss(
         {
             "region": region_cls(include_background=include_background, reduction=reduction, **common),
-            "boundary": BoundaryLoss(include_background=boundary_include_background, reduction=reduction, spacing=spacing, **common),
+            "boundary": BoundaryLoss(
+                include_background=boundary_include_background, reduction=reduction, spacing=spacing, **common
+            ),
         },
         {"region": region_weight, "boundary": boundary_weight},
     )

@@ -117,7 +117,9 @@ def binary_metrics(
         pred: array ``(*spatial)``, nonzero = foreground; numpy array or CPU tensor.
         gt: array ``(*spatial)``, same shape as ``pred``.
         spacing: mm per voxel along each spatial axis (``None``: 1 mm).
-        convention: ``"monai"``, ``"medpy"`` or ``"surface_distance"`` (see module docstring).
+        convention: ``"monai"``, ``"medpy"`` or ``"surface_distance"`` (see module docstring);
+            ``"surface_distance"`` refuses masks that are not 2D or 3D (``ValueError`` naming the
+            shape) whether or not a mask is empty, as DeepMind's surface-distance.
         percentile: percentile used for ``hd95``, in [0, 100].
         nsd_tolerance: NSD tolerance τ in mm, >= 0.
         worst_distance: distance reported for a one-empty pair (``None``: image diagonal in mm).
@@ -127,6 +129,7 @@ def binary_metrics(
     p, g = _as_bool(_as_numpy(pred)), _as_bool(_as_numpy(gt))
     _check_pair(p, g)
     options = _Options.make(convention, percentile, nsd_tolerance, distances)
+    options.check_shape(p.shape)
     sp = check_spacing(spacing, p.ndim)
     worst = resolve_worst_distance(worst_distance, p.shape, sp)
     return _pair_metrics(p, g, sp, options, worst, label)
@@ -172,9 +175,11 @@ def compute_metrics(
         bad = [k for k in wanted if not 0 <= k < n_channels]
         if bad:
             raise ValueError(f"labels must index the {n_channels} one-hot channels, got {bad}")
+        options.check_shape(p.shape[1:])
         sp = check_spacing(spacing, p.ndim - 1)
         worst = resolve_worst_distance(worst_distance, p.shape[1:], sp)
         return {k: _pair_metrics(p[k] > 0.5, g[k] > 0.5, sp, options, worst, k) for k in wanted}
+    options.check_shape(p.shape)
     sp = check_spacing(spacing, p.ndim)
     worst = resolve_worst_distance(worst_distance, p.shape, sp)
     box = bounding_box((p != 0) | (g != 0))
@@ -203,6 +208,13 @@ class _Options:
         if not (math.isfinite(float(nsd_tolerance)) and float(nsd_tolerance) >= 0):
             raise ValueError(f"nsd_tolerance must be a finite distance >= 0 mm, got {nsd_tolerance!r}")
         return cls(convention, float(percentile), float(nsd_tolerance), bool(distances))
+
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """Refuse masks the convention cannot measure (surface_distance: 2D and 3D only), empty or not."""
+        if self.distances and self.convention == "surface_distance" and len(shape) not in (2, 3):
+            raise ValueError(
+                f"the surface_distance convention supports 2D and 3D masks only, got shape {tuple(shape)}"
+            )
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -286,7 +298,5 @@ def _weighted_percentile(distances: np.ndarray, areas: np.ndarray, q: float) -> 
 def _area_table(spacing: tuple[float, ...]) -> np.ndarray:
     from monai.metrics.utils import get_code_to_measure_table
 
-    if len(spacing) not in (2, 3):
-        raise ValueError(f"the surface_distance convention supports 2D and 3D only, got {len(spacing)}D spacing")
     table, _ = get_code_to_measure_table(spacing)
     return np.asarray(table.cpu().numpy(), dtype=np.float64)

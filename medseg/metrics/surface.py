@@ -28,7 +28,6 @@ from medseg.utils.edt import distance_mm
 
 __all__ = [
     "bounding_box",
-    "crop_pair",
     "edge_voxels",
     "surfels",
     "nearest_distances",
@@ -58,23 +57,11 @@ def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
-def crop_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Crop two boolean masks to their union bounding box and pad one zero voxel on every side.
-
-    Returns ``None`` when both are empty. The zero border makes the crop behave exactly like the
-    full image for erosion (outside the image is background in every convention).
-    """
-    box = bounding_box(pred | gt)
-    if box is None:
-        return None
-    return np.pad(pred[box], 1), np.pad(gt[box], 1)
-
-
 def edge_voxels(mask: np.ndarray) -> np.ndarray:
     """Edge voxels ``mask & ~erode(mask)`` with the face-connected structuring element.
 
     Args:
-        mask: boolean array ``(*spatial)`` whose outermost layer is background (see :func:`crop_pair`).
+        mask: boolean array ``(*spatial)`` whose outermost layer is background (pad one zero voxel).
 
     Returns:
         boolean array of the same shape, True on the mask's edge voxels.
