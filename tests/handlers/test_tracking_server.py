@@ -31,11 +31,11 @@ def _free_port() -> int:
 class MlflowServer:
     """``mlflow server`` as a child process; ``stop()`` ends it (idempotent)."""
 
-    def __init__(self, root: Path) -> None:
-        self.port = _free_port()
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.port = port or _free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         mlflow_bin = Path(sys.executable).with_name("mlflow")
-        self.log = open(root / "server.log", "w")  # noqa: SIM115 - closed in stop()
+        self.log = open(root / "server.log", "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
              "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "art")],
@@ -43,6 +43,7 @@ class MlflowServer:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.log.close()
                 raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
@@ -132,3 +133,32 @@ def test_training_survives_the_server_going_away(tmp_path, tiny_dataset, mlflow_
         "best.pt", "last_epoch=2.pt", "last_epoch=3.pt"]
     warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
+def test_outage_at_resume_never_pushes_an_epoch_twice(tmp_path, mlflow_server, caplog):
+    from mlflow import MlflowClient
+
+    from medseg.handlers.tracking import MLflowTracker
+
+    run_dir = tmp_path / "run"
+    first = MLflowTracker(run_dir, mlflow_server.uri, "outage")
+    for epoch in (1, 2):
+        first.record(epoch, {"train_loss": 1.0 / epoch})
+    assert first.push()
+    mlflow_server.stop()
+    # training restarts from the epoch-2 checkpoint while MLflow is down
+    with caplog.at_level(logging.WARNING, logger="medseg.handlers.tracking"):
+        resumed = MLflowTracker(run_dir, mlflow_server.uri, "outage", resume=True)
+    assert any("unreachable" in r.getMessage() for r in caplog.records)
+    resumed.restore_history(first.history, up_to_epoch=2)
+    resumed.record(3, {"train_loss": 0.3})
+    assert not resumed.push()  # still down: kept in the journal
+    back = MlflowServer(tmp_path, port=mlflow_server.port)  # the same store comes back
+    try:
+        assert resumed.push()
+        assert resumed.finish("FINISHED")
+        client = MlflowClient(back.uri)
+        assert sorted(m.step for m in client.get_metric_history(first.run_id, "train_loss")) == [1, 2, 3]
+        assert client.get_run(first.run_id).info.status == "FINISHED"
+    finally:
+        back.stop()
