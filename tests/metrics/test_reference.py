@@ -145,3 +145,25 @@ def test_multiclass_label_map_equals_monai_per_class():
     # the same case as one-hot arrays gives the same numbers
     one_hot = compute_metrics(p[0].numpy(), g[0].numpy(), spacing, one_hot=True)
     assert {k: v.hd95 for k, v in one_hot.items()} == pytest.approx({k: v.hd95 for k, v in ours.items()})
+
+
+@pytest.mark.parametrize("shape", [(7,), (4, 5, 4, 3)], ids=["1d", "4d"])
+@pytest.mark.parametrize("case", ["pred_empty", "gt_empty", "both_empty", "both_present"])
+def test_surface_distance_convention_refuses_other_than_2d_3d_as_deepmind(shape, case):
+    # DeepMind refuses 1D/4D masks whatever they hold; so do we, even where the empty-mask policy
+    # would answer without measuring a distance
+    filled = np.zeros(shape, bool)
+    filled[(1,) * len(shape)] = True
+    empty = np.zeros(shape, bool)
+    pred = empty if case in ("pred_empty", "both_empty") else filled
+    gt = empty if case in ("gt_empty", "both_empty") else filled
+    spacing = (1.0,) * len(shape)
+    with pytest.raises(ValueError, match="Only 2D and 3D masks are supported"):
+        deepmind.compute_surface_distances(gt, pred, spacing)
+    match = rf"surface_distance convention supports 2D and 3D masks only, got shape \({shape[0]},"
+    with pytest.raises(ValueError, match=match):
+        binary_metrics(pred, gt, spacing, convention="surface_distance")
+    with pytest.raises(ValueError, match=match):
+        compute_metrics(pred.astype(np.uint8), gt.astype(np.uint8), spacing, convention="surface_distance")
+    # Dice alone needs no surface: allowed in any dimension
+    assert binary_metrics(pred, gt, spacing, convention="surface_distance", distances=False).hd is None
