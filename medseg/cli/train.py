@@ -29,13 +29,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--fold", type=int, default=0, help="validation fold of --folds (default 0)")
     parser.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
-    parser.add_argument("--batch-size", type=int, default=2, help="cases per batch (default 2)")
     parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default 2e-3)")
     parser.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (default 1)")
-    parser.add_argument("--patch-size", type=int, nargs=3, default=(48, 48, 32), metavar=("X", "Y", "Z"))
-    parser.add_argument("--pixdim", type=float, nargs=3, default=(1.6, 1.6, 2.5), metavar=("X", "Y", "Z"),
-                        help="resampled voxel size in mm (default 1.6 1.6 2.5)")
-    parser.add_argument("--channels", type=int, nargs="+", default=(16, 32, 64, 128), help="U-Net channels per level")
+    plan = parser.add_argument_group("plan overrides", "planned from the dataset (medseg plan) unless given")
+    plan.add_argument("--pixdim", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                      help="resampled voxel size in mm")
+    plan.add_argument("--patch-size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                      help="training patch / sliding-window size in voxels")
+    plan.add_argument("--batch-size", type=int, default=None, help="patches per batch")
+    plan.add_argument("--samples-per-case", type=int, default=None, help="patches drawn per loaded case")
+    plan.add_argument("--net", choices=("dynunet", "unet"), default=None, help="network (planned: dynunet)")
+    plan.add_argument("--channels", type=int, nargs="+", default=None, help="filters per level")
+    plan.add_argument("--strides", type=int, nargs="+", default=None,
+                      help="isotropic stride per down-sampling level (default: per-axis strides from the plan)")
+    plan.add_argument("--deep-supervision", action=argparse.BooleanOptionalAction, default=None,
+                      help="deep-supervision heads (dynunet)")
     parser.add_argument("--cache-rate", type=float, default=1.0, help="fraction of cases cached in memory")
     parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
     parser.add_argument("--nproc", type=int, default=1, help="training processes via torch.distributed: NCCL, one "
@@ -46,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.engine.distributed import launch
+    from medseg.engine.launch import launch
     from medseg.engine.train import TrainConfig, load_run_config
 
     try:
@@ -62,14 +70,18 @@ def run(args: argparse.Namespace) -> int:
             cfg.epochs = args.epochs
         cfg.device, cfg.amp, cfg.progress = args.device, args.amp, not args.no_progress
     else:
+        def opt(value):  # noqa: ANN001, ANN202
+            return None if value is None else tuple(value)
+
         cfg = TrainConfig(
-            data=args.data, out=args.out, epochs=40 if args.epochs is None else args.epochs, loss=args.loss, loss_args=loss_args,
-            device=args.device, amp=args.amp, tracking_uri=args.tracking_uri, experiment=args.experiment,
-            run_name=args.run_name, seed=args.seed, fold=args.fold, folds=args.folds, batch_size=args.batch_size,
-            lr=args.lr, val_interval=args.val_interval, patch_size=tuple(args.patch_size),
-            pixdim=tuple(args.pixdim), channels=tuple(args.channels), strides=(2,) * (len(args.channels) - 1),
-            cache_rate=args.cache_rate, num_workers=args.num_workers, check_data=not args.no_check,
-            progress=not args.no_progress)
+            data=args.data, out=args.out, epochs=40 if args.epochs is None else args.epochs, loss=args.loss,
+            loss_args=loss_args, device=args.device, amp=args.amp, tracking_uri=args.tracking_uri,
+            experiment=args.experiment, run_name=args.run_name, seed=args.seed, fold=args.fold, folds=args.folds,
+            lr=args.lr, val_interval=args.val_interval, cache_rate=args.cache_rate, num_workers=args.num_workers,
+            check_data=not args.no_check, progress=not args.no_progress, pixdim=opt(args.pixdim),
+            patch_size=opt(args.patch_size), batch_size=args.batch_size, samples_per_case=args.samples_per_case,
+            net=args.net, channels=opt(args.channels), strides=opt(args.strides),
+            deep_supervision=args.deep_supervision)
     result = launch(cfg, nproc=args.nproc, resume=args.resume)
     print(f"best validation mean Dice {result.best_metric:.4f}: {result.best_checkpoint}")
     print(f"MLflow run {result.mlflow_run_id} in {result.tracking_uri}")

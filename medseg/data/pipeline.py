@@ -1,8 +1,17 @@
-"""MONAI transform pipelines for training, validation and inference.
+"""MONAI transform pipelines for training, validation and inference, built from a :class:`~medseg.plan.Plan`.
 
-The deterministic pre-processing (load, channel first, RAS orientation, resampling, intensity
-normalisation, foreground crop) is shared by all three; inference inverts its spatial steps with
-:class:`monai.transforms.Invertd` so predicted masks land on the input's voxel grid.
+The deterministic pre-processing is shared by all three:
+
+1. load (one file per case, 4D with channels last, or one file per channel), channel first;
+2. RAS orientation;
+3. crop to the nonzero region of the *raw* image (any channel), before any normalisation, so a
+   labelled region darker than the mean is never cropped away;
+4. resampling to the plan's spacing;
+5. per-channel normalisation from the plan (:mod:`medseg.transforms.intensity`).
+
+Inference inverts the spatial steps with :class:`monai.transforms.Invertd` so predicted masks land
+on the input's voxel grid. With region labels the label map is turned into region channels last,
+after patch sampling, so sampling still balances the label values.
 """
 
 from __future__ import annotations
@@ -10,25 +19,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from monai import transforms as mt
 
-__all__ = ["PipelineConfig", "preprocessing", "train_transforms", "val_transforms", "inference_transforms"]
+from medseg.data.datalist import LabelSpec
+from medseg.plan.planner import ChannelNorm, NetworkPlan, Plan
+from medseg.transforms.intensity import NormalizeChannelsd
+
+__all__ = ["preprocessing", "train_transforms", "val_transforms", "inference_transforms", "nonzero",
+           "PipelineConfig", "as_plan"]
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Pre-processing and augmentation settings.
+    """Explicit single-channel settings for configs written without a plan (a fixed CT window or z-score).
 
-    Attributes:
-        pixdim: target voxel spacing in mm after resampling (x, y, z), RAS.
-        patch_size: training patch / sliding-window ROI size in voxels.
-        num_classes: output channels including background.
-        modality: "CT" windows Hounsfield units to [0, 1]; anything else is z-score normalised.
-        hu_window: (low, high) HU window for CT.
-        samples_per_case: patches drawn per cached case per iteration.
-        class_ratios: sampling ratio per class for RandCropByLabelClassesd (None: uniform).
-        distance_map_key: when set, a per-class signed distance map is computed once per case
-            (after resampling, before cropping) under this key and cropped/flipped with the label.
+    :func:`as_plan` turns it into the equivalent :class:`~medseg.plan.Plan`: the HU window
+    ``(lo, hi)`` becomes the ``ct`` normalisation with ``mean=lo, std=hi-lo`` (values scaled to [0, 1]).
     """
 
     pixdim: tuple[float, float, float] = (1.6, 1.6, 2.5)
@@ -41,15 +48,28 @@ class PipelineConfig:
     distance_map_key: str | None = None
 
 
-def _intensity(cfg: PipelineConfig) -> mt.MapTransform:
-    if cfg.modality.upper() == "CT":
-        lo, hi = cfg.hu_window
-        return mt.ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
-    return mt.NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True)
+def as_plan(cfg: Plan | PipelineConfig) -> Plan:
+    """A :class:`Plan` as is; a :class:`PipelineConfig` as its equivalent plan."""
+    if isinstance(cfg, Plan):
+        return cfg
+    lo, hi = cfg.hu_window
+    norm = (ChannelNorm("ct", lower=lo, upper=hi, mean=lo, std=hi - lo) if cfg.modality.upper() == "CT"
+            else ChannelNorm("zscore"))
+    names = {i: ("background" if i == 0 else f"class_{i}") for i in range(cfg.num_classes)}
+    return Plan(spacing=tuple(cfg.pixdim), patch_size=tuple(cfg.patch_size), batch_size=2,  # type: ignore[arg-type]
+                samples_per_case=cfg.samples_per_case, network=NetworkPlan(name="unet"), normalization=(norm,),
+                class_ratios=tuple(cfg.class_ratios or (1.0,) * cfg.num_classes), label_spec=LabelSpec(names),
+                channel_names={0: cfg.modality})
 
 
-def preprocessing(cfg: PipelineConfig, keys: Sequence[str] = ("image", "label")) -> list[mt.Transform]:
+def nonzero(image: torch.Tensor) -> torch.Tensor:
+    """Foreground of the raw image for cropping: voxels that are nonzero (per channel)."""
+    return image != 0
+
+
+def preprocessing(cfg: Plan | PipelineConfig, keys: Sequence[str] = ("image", "label")) -> list[mt.Transform]:
     """Deterministic steps shared by training, validation and inference (invertible)."""
+    plan = as_plan(cfg)
     keys = list(keys)
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
     return [
@@ -57,53 +77,66 @@ def preprocessing(cfg: PipelineConfig, keys: Sequence[str] = ("image", "label"))
         mt.EnsureChannelFirstd(keys=keys),
         mt.EnsureTyped(keys=keys, dtype=None, track_meta=True),
         mt.Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-        mt.Spacingd(keys=keys, pixdim=cfg.pixdim, mode=modes),
-        _intensity(cfg),
-        mt.CropForegroundd(keys=keys, source_key="image", allow_smaller=True),
+        mt.CropForegroundd(keys=keys, source_key="image", select_fn=nonzero, allow_smaller=True),
+        mt.Spacingd(keys=keys, pixdim=plan.spacing, mode=modes),
+        NormalizeChannelsd(keys="image", norms=plan.normalization),
     ]
 
 
-def _distance_map(cfg: PipelineConfig) -> list[mt.Transform]:
-    if cfg.distance_map_key is None:
+def _regions(plan: Plan) -> list[mt.Transform]:
+    spec = plan.label_spec
+    if spec.regions is None:
+        return []
+    from medseg.transforms.regions import LabelToRegionsd
+
+    return [LabelToRegionsd(keys="label", regions=list(spec.regions.values()))]
+
+
+def _distance_map(plan: Plan, key: str | None) -> list[mt.Transform]:
+    if key is None:
         return []
     from medseg.transforms import SignedDistanceMapd
 
-    return [SignedDistanceMapd(keys="label", num_classes=cfg.num_classes, output_keys=cfg.distance_map_key)]
+    return [SignedDistanceMapd(keys="label", num_classes=plan.out_channels, output_keys=key)]
 
 
-def train_transforms(cfg: PipelineConfig) -> mt.Compose:
+def train_transforms(cfg: Plan | PipelineConfig, distance_map_key: str | None = None) -> mt.Compose:
     """Pre-processing, then class-balanced patch sampling and augmentation.
 
     Everything up to the first random transform is cached by CacheDataset (including the signed
-    distance map when configured), so each epoch only pays for cropping and augmentation.
+    distance map when ``distance_map_key`` is set), so each epoch only pays for cropping and
+    augmentation.
     """
-    spatial = ["image", "label"] + ([cfg.distance_map_key] if cfg.distance_map_key else [])
-    interp = ["bilinear", "nearest"] + (["bilinear"] if cfg.distance_map_key else [])
-    ratios = list(cfg.class_ratios) if cfg.class_ratios else [1.0] * cfg.num_classes
+    plan = as_plan(cfg)
+    distance_map_key = distance_map_key or getattr(cfg, "distance_map_key", None)
+    spatial = ["image", "label"] + ([distance_map_key] if distance_map_key else [])
+    interp = ["bilinear", "nearest"] + (["bilinear"] if distance_map_key else [])
+    patch = plan.patch_size
     return mt.Compose([
-        *preprocessing(cfg),
-        mt.SpatialPadd(keys=["image", "label"], spatial_size=cfg.patch_size),
-        *_distance_map(cfg),
-        mt.RandCropByLabelClassesd(keys=spatial, label_key="label", spatial_size=cfg.patch_size,
-                                   ratios=ratios, num_classes=cfg.num_classes,
-                                   num_samples=cfg.samples_per_case, warn=False),
+        *preprocessing(plan),
+        mt.SpatialPadd(keys=["image", "label"], spatial_size=patch),
+        *_distance_map(plan, distance_map_key),
+        mt.RandCropByLabelClassesd(keys=spatial, label_key="label", spatial_size=patch,
+                                   ratios=list(plan.class_ratios), num_classes=len(plan.class_ratios),
+                                   num_samples=plan.samples_per_case, warn=False),
         mt.RandFlipd(keys=spatial, prob=0.5, spatial_axis=0),
         mt.RandFlipd(keys=spatial, prob=0.5, spatial_axis=1),
         mt.RandRotate90d(keys=spatial, prob=0.25, spatial_axes=(0, 1)),
         mt.RandAffined(keys=spatial, prob=0.2, rotate_range=(0.0, 0.0, 0.26), scale_range=(0.1, 0.1, 0.1),
                        mode=interp, padding_mode="border"),
         mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
-        mt.RandShiftIntensityd(keys="image", offsets=0.05, prob=0.3),
-        mt.RandGaussianNoised(keys="image", std=0.02, prob=0.2),
+        mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.3),
+        mt.RandGaussianNoised(keys="image", std=0.05, prob=0.2),
+        *_regions(plan),
         mt.EnsureTyped(keys=spatial, track_meta=False),
     ])
 
 
-def val_transforms(cfg: PipelineConfig) -> mt.Compose:
+def val_transforms(cfg: Plan | PipelineConfig) -> mt.Compose:
     """Deterministic pre-processing of image and label; whole volumes for sliding-window validation."""
-    return mt.Compose(preprocessing(cfg))
+    return mt.Compose([*preprocessing(cfg), *_regions(as_plan(cfg))])
 
 
-def inference_transforms(cfg: PipelineConfig) -> mt.Compose:
+def inference_transforms(cfg: Plan | PipelineConfig) -> mt.Compose:
     """Pre-processing of the image alone; its spatial steps are inverted on the prediction."""
     return mt.Compose(preprocessing(cfg, keys=("image",)))

@@ -8,7 +8,7 @@ import torch
 from monai.engines.utils import PrepareBatch
 from monai.utils import CommonKeys
 
-__all__ = ["PrepareBatchWithDistanceMap", "DistanceMapLossAdapter"]
+__all__ = ["PrepareBatchWithDistanceMap", "DistanceMapLossAdapter", "DeepSupervisionHeads"]
 
 
 class PrepareBatchWithDistanceMap(PrepareBatch):
@@ -39,3 +39,21 @@ class DistanceMapLossAdapter(torch.nn.Module):
     def forward(self, input: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         label, dist = target
         return self.loss(input, label, distance_map=dist)
+
+
+class DeepSupervisionHeads(torch.nn.Module):
+    """Feed a deep-supervision loss the heads of a network that stacks them on dim 1.
+
+    MONAI's ``DynUNet`` returns ``(B, 1 + heads, C, *spatial)`` in training mode with deep
+    supervision (every head upsampled to full size) and ``(B, C, *spatial)`` otherwise; the wrapped
+    loss (a :class:`medseg.losses.DeepSupervisionLoss`) receives the list of heads, full resolution
+    first, or the single output.
+    """
+
+    def __init__(self, loss: torch.nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        outputs = list(torch.unbind(input, dim=1)) if input.ndim == target.ndim + 1 else [input]
+        return self.loss(outputs, target, **kwargs)

@@ -1,18 +1,20 @@
-"""The segmentation network: MONAI's residual 3D U-Net, built from plain config values."""
+"""The segmentation networks: MONAI ``DynUNet`` (planned default) and the residual ``UNet``, built from a plan."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
-from monai.networks.nets import UNet
+from monai.networks.nets import DynUNet, UNet
 
-__all__ = ["build_network", "resolve_device"]
+from medseg.plan.planner import NetworkPlan
+
+__all__ = ["build_network", "build_dynunet", "network_from_plan", "resolve_device"]
 
 
 def build_network(num_classes: int, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128),
                   strides: Sequence[int] = (2, 2, 2), num_res_units: int = 1, dropout: float = 0.0) -> UNet:
-    """A 3D U-Net returning logits of shape (B, num_classes, *spatial).
+    """A residual 3D U-Net returning logits of shape (B, num_classes, *spatial).
 
     Spatial sizes must be divisible by the product of ``strides`` (8 for the default).
     """
@@ -20,6 +22,30 @@ def build_network(num_classes: int, in_channels: int = 1, channels: Sequence[int
         raise ValueError(f"strides needs len(channels) - 1 = {len(channels) - 1} entries, got {len(strides)}")
     return UNet(spatial_dims=3, in_channels=in_channels, out_channels=num_classes, channels=tuple(channels),
                 strides=tuple(strides), num_res_units=num_res_units, dropout=dropout, norm="instance")
+
+
+def build_dynunet(num_classes: int, in_channels: int, kernels: Sequence[Sequence[int]],
+                  strides: Sequence[Sequence[int]], filters: Sequence[int], deep_supervision: bool = False,
+                  deep_supr_num: int = 1) -> DynUNet:
+    """MONAI ``DynUNet`` (nnU-Net's topology: per-axis kernels and strides, instance norm, leaky ReLU).
+
+    In training mode with ``deep_supervision`` it returns ``(B, 1 + deep_supr_num, C, *spatial)``
+    (every head upsampled to full size); in eval mode the full-resolution logits ``(B, C, *spatial)``.
+    """
+    return DynUNet(spatial_dims=3, in_channels=in_channels, out_channels=num_classes,
+                   kernel_size=[list(k) for k in kernels], strides=[list(s) for s in strides],
+                   upsample_kernel_size=[list(s) for s in strides[1:]], filters=list(filters),
+                   norm_name=("INSTANCE", {"affine": True}), deep_supervision=deep_supervision,
+                   deep_supr_num=deep_supr_num, res_block=False)
+
+
+def network_from_plan(net: NetworkPlan, in_channels: int, out_channels: int) -> torch.nn.Module:
+    """The network a plan describes (``dynunet`` or ``unet``)."""
+    if net.name == "unet":
+        strides = [max(s) for s in net.strides[1:]]
+        return build_network(out_channels, in_channels, net.filters, strides, net.num_res_units)
+    return build_dynunet(out_channels, in_channels, net.kernels, net.strides, net.filters,
+                         net.deep_supervision, net.deep_supr_num)
 
 
 def resolve_device(name: str) -> torch.device:

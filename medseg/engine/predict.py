@@ -1,16 +1,22 @@
-"""Inference: sliding-window prediction whose masks keep the input's exact voxel grid.
+"""Inference: sliding-window prediction of one model or an ensemble, with mirroring TTA and learned post-processing.
 
-The image goes through the training pre-processing (RAS orientation, resampling, intensity,
-foreground crop); the class probabilities are mapped back with :class:`monai.transforms.Invertd`
-(linear interpolation of probabilities, then argmax, which is smoother than inverting a label
-map with nearest neighbour), and the mask is written with the input file's own NIfTI header, so
-shape, affine, qform/sform and orientation are those of the input.
+Each model pre-processes the image with its own plan (RAS, crop, resampling, normalisation); its
+class probabilities are mapped back to the input's voxel grid with :class:`monai.transforms.Invertd`
+(linear interpolation of probabilities), so models with different plans average on one grid. The
+ensemble is the mean of the members' probabilities (softmax, or sigmoid for region outputs);
+``tta`` averages the 8 mirrorings over the spatial axes, as nnU-Net. The label map is the argmax
+(regions: painted in ``regions_class_order``), then post-processing decided from validation
+(:mod:`medseg.engine.postprocess`) unless disabled. Masks are written with the input file's own
+NIfTI header: shape, affine, qform/sform and orientation are those of the input.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +25,14 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from medseg.data.datalist import NIFTI_SUFFIXES, case_id
+from medseg.data.datalist import NIFTI_SUFFIXES, case_id, group_channel_files
 from medseg.errors import InputError
-from medseg.utils.files import atomic_path
+from medseg.plan.planner import Plan
+from medseg.utils.files import atomic_path, atomic_write_text
+from medseg.utils.rundir import POSTPROCESSING_FILE, best_checkpoint, checkpoint_dir
 
-__all__ = ["LoadedModel", "load_model", "read_checkpoint", "predict", "predict_volume", "find_inputs"]
+__all__ = ["LoadedModel", "load_model", "read_checkpoint", "predict", "predict_probabilities", "find_inputs",
+           "check_ensemble", "probabilities_to_labels", "mirrored_inference", "plan_of_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +41,13 @@ logger = logging.getLogger(__name__)
 class LoadedModel:
     network: torch.nn.Module
     config: dict[str, Any]
-    labels: dict[int, str]
-    modality: str
+    plan: Plan
     checkpoint: Path
+    run_dir: Path | None
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return self.plan.label_spec.names
 
 
 def read_checkpoint(model: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -43,13 +56,13 @@ def read_checkpoint(model: str | Path) -> tuple[Path, dict[str, Any]]:
 
     p = Path(model)
     if p.is_dir():
-        best = p / "checkpoints" / "best.pt"
+        best = best_checkpoint(p)
         if best.is_file():
             path, payload = best, load_checkpoint(best)
         else:
-            found = latest_checkpoint(p / "checkpoints") if (p / "checkpoints").is_dir() else None
+            found = latest_checkpoint(checkpoint_dir(p)) if checkpoint_dir(p).is_dir() else None
             if not found:
-                raise InputError(f"--model {p}: no checkpoint found in {p / 'checkpoints'}")
+                raise InputError(f"--model {p}: no checkpoint found in {checkpoint_dir(p)}")
             path, payload = found
     elif p.is_file():
         path, payload = p, load_checkpoint(p)
@@ -60,33 +73,54 @@ def read_checkpoint(model: str | Path) -> tuple[Path, dict[str, Any]]:
     return path, payload
 
 
+def plan_of_config(config: dict[str, Any]) -> Plan:
+    """The plan a training config was run with."""
+    if not config.get("plan"):
+        raise InputError("the checkpoint's config has no plan (trained by an older medseg); retrain it")
+    return Plan.from_dict(config["plan"])
+
+
 def load_model(model: str | Path, device: torch.device) -> LoadedModel:
-    """Network, training config and label names from a run directory or checkpoint file."""
-    from medseg.engine.network import build_network
+    """Network, config and plan from a run directory or checkpoint file."""
+    from medseg.engine.network import network_from_plan
 
     path, payload = read_checkpoint(model)
-    cfg = payload["config"]
-    labels = {int(k): v for k, v in payload.get("labels", {}).items()}
-    num_classes = max(labels) + 1 if labels else payload["model"][next(reversed(payload["model"]))].shape[0]
-    net = build_network(num_classes, channels=cfg["channels"], strides=cfg["strides"],
-                        num_res_units=cfg["num_res_units"])
+    config = payload["config"]
+    plan = plan_of_config(config)
+    net = network_from_plan(plan.network, plan.in_channels, plan.out_channels)
     net.load_state_dict(payload["model"])
-    return LoadedModel(net.to(device).eval(), cfg, labels, str(payload.get("modality", "CT")), path)
+    run_dir = Path(model) if Path(model).is_dir() else None
+    return LoadedModel(net.to(device).eval(), config, plan, path, run_dir)
 
 
-def find_inputs(path: str | Path) -> list[Path]:
+def check_ensemble(models: Sequence[LoadedModel], names: Sequence[str]) -> None:
+    """Refuse members that cannot be averaged: different labels, regions, channels or outputs."""
+    ref = models[0].plan
+    for lm, name in zip(models[1:], names[1:], strict=True):
+        p = lm.plan
+        checks = [("labels", ref.label_spec.names, p.label_spec.names),
+                  ("regions", ref.label_spec.regions, p.label_spec.regions),
+                  ("channels", ref.channel_names, p.channel_names),
+                  ("network outputs", ref.out_channels, p.out_channels)]
+        for what, a, b in checks:
+            if a != b:
+                raise InputError(f"--model {name}: cannot be ensembled with {names[0]}: different {what} ({b} vs {a})")
+
+
+def find_inputs(path: str | Path, num_channels: int = 1) -> list[tuple[str, Any]]:
+    """Cases of ``--input``: ``(case_id, file | [file per channel] | DICOM folder)``."""
     p = Path(path)
     if p.is_file():
         if not p.name.endswith(NIFTI_SUFFIXES):
             raise InputError(f"--input {p}: not a NIfTI file (.nii or .nii.gz)")
-        return [p]
+        return [(case_id(p), p)]
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(NIFTI_SUFFIXES))
         if not files:
             from medseg.data.dicom import dicom_series_ids
 
             if dicom_series_ids(p):  # a DICOM series folder is one case
-                return [p]
+                return [(p.name, p)]
             raise InputError(f"--input {p}: folder holds no .nii/.nii.gz files and no DICOM series")
         seen: dict[str, Path] = {}
         for f in files:  # a.nii and a.nii.gz would both write a.nii.gz
@@ -94,47 +128,75 @@ def find_inputs(path: str | Path) -> list[Path]:
                 raise InputError(f"--input {p}: {seen[case_id(f)].name} and {f.name} are the same case "
                                  f"'{case_id(f)}'; keep one")
             seen[case_id(f)] = f
-        return files
+        return group_channel_files(files, num_channels, where=f"--input {p}")
     raise InputError(f"--input {p}: no such file or directory")
 
 
-def predict_volume(model: LoadedModel, image_path: Path, device: torch.device, amp: bool = False,
-                   overlap: float = 0.5, sw_batch_size: int = 4) -> np.ndarray:
-    """Integer label map on the voxel grid of ``image_path`` (same shape, same orientation)."""
+def mirrored_inference(network: Any, x: torch.Tensor, inferer: Any, activation: Any, tta: bool) -> torch.Tensor:
+    """``activation(inferer(x, network))``, averaged over the 8 mirrorings of the spatial axes with ``tta``."""
+    spatial = list(range(2, x.ndim))
+    flips = [()] + ([c for r in range(1, len(spatial) + 1) for c in itertools.combinations(spatial, r)] if tta else [])
+    total = None
+    for axes in flips:
+        xi = torch.flip(x, axes) if axes else x
+        p = activation(inferer(xi, network).float())
+        p = torch.flip(p, axes) if axes else p
+        total = p if total is None else total + p
+    assert total is not None
+    return total / len(flips)
+
+
+def _activation(plan: Plan) -> Any:
+    return torch.sigmoid if plan.label_spec.is_regions else (lambda t: torch.softmax(t, dim=1))
+
+
+def predict_probabilities(lm: LoadedModel, image: Any, device: torch.device, amp: bool = False, overlap: float = 0.5,
+                          sw_batch_size: int = 4, tta: bool = False, stitch_on_cpu: bool = False) -> torch.Tensor:
+    """``(C, *input grid)`` probabilities of one model for ``image`` (a file or one file per channel)."""
     from monai.inferers import SlidingWindowInferer
     from monai.transforms import Invertd
 
-    from medseg.data.pipeline import PipelineConfig, inference_transforms
+    from medseg.data.pipeline import inference_transforms
 
-    cfg = model.config
-    pcfg = PipelineConfig(pixdim=tuple(cfg["pixdim"]), patch_size=tuple(cfg["patch_size"]),
-                          num_classes=max(model.labels) + 1 if model.labels else 2,
-                          modality=model.modality, hu_window=tuple(cfg["hu_window"]))
-    pre = inference_transforms(pcfg)
+    plan = lm.plan
+    pre = inference_transforms(plan)
+    shown = image if isinstance(image, (str, Path)) else ", ".join(Path(f).name for f in image)
     try:
-        data = pre({"image": str(image_path)})
+        data = pre({"image": str(image) if isinstance(image, (str, Path)) else [str(f) for f in image]})
     except Exception as exc:  # unreadable or malformed image: user input problem
-        raise InputError(f"{image_path}: cannot be read as a 3D image ({type(exc).__name__}: "
+        raise InputError(f"{shown}: cannot be read as a 3D image ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:200]})") from None
-    if data["image"].ndim != 4:
-        raise InputError(f"{image_path}: expected a 3D single-channel image, got shape {tuple(data['image'].shape)}")
-    inferer = SlidingWindowInferer(roi_size=pcfg.patch_size, sw_batch_size=sw_batch_size, overlap=overlap,
-                                   mode="gaussian")
+    if data["image"].ndim != 4 or data["image"].shape[0] != plan.in_channels:
+        raise InputError(f"{shown}: the model expects {plan.in_channels} channel(s) "
+                         f"({', '.join(plan.channel_names.values())}), got image shape {tuple(data['image'].shape)}")
+    inferer = SlidingWindowInferer(roi_size=plan.patch_size, sw_batch_size=sw_batch_size, overlap=overlap,
+                                   mode="gaussian", sw_device=device,
+                                   device=torch.device("cpu") if stitch_on_cpu else device)
     with torch.no_grad(), torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-        logits = inferer(data["image"].unsqueeze(0).to(device), model.network)
-    data["pred"] = torch.softmax(logits.float(), dim=1)[0].cpu()
+        probs = mirrored_inference(lm.network, data["image"].unsqueeze(0).to(device), inferer, _activation(plan), tta)
+    data["pred"] = probs[0].float().cpu()
     data["image"] = data["image"].cpu()
     inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)(data)
-    return torch.argmax(inverted["pred"], dim=0).numpy().astype(np.uint8)
+    return torch.as_tensor(inverted["pred"]).float()
 
 
-def _write_mask(mask: np.ndarray, reference: Path, out_path: Path) -> None:
+def probabilities_to_labels(probs: torch.Tensor | np.ndarray, plan: Plan) -> np.ndarray:
+    """Label map (uint8) of ``(C, *spatial)`` probabilities: argmax, or regions painted in order."""
+    spec = plan.label_spec
+    if spec.is_regions:
+        from medseg.transforms.regions import regions_to_labels
+
+        return regions_to_labels(probs, spec.regions_class_order or ())
+    return torch.argmax(torch.as_tensor(probs), dim=0).numpy().astype(np.uint8)
+
+
+def _write_nifti(data: np.ndarray, reference: Path, out_path: Path, dtype: Any) -> None:
     ref = nib.load(str(reference))
-    if tuple(ref.shape[:3]) != mask.shape:
-        raise RuntimeError(f"inverted mask shape {mask.shape} differs from input {ref.shape} for {reference}")
+    if tuple(ref.shape[:3]) != tuple(data.shape[:3]):
+        raise RuntimeError(f"inverted output shape {data.shape} differs from input {ref.shape} for {reference}")
     header = ref.header.copy()
-    header.set_data_dtype(np.uint8)
-    img = nib.Nifti1Image(mask, ref.affine, header=header)
+    header.set_data_dtype(dtype)
+    img = nib.Nifti1Image(data.astype(dtype), ref.affine, header=header)
     img.header.set_slope_inter(1.0, 0.0)
     qform, qcode = ref.get_qform(coded=True)
     sform, scode = ref.get_sform(coded=True)
@@ -144,38 +206,60 @@ def _write_mask(mask: np.ndarray, reference: Path, out_path: Path) -> None:
         nib.save(img, str(tmp))
 
 
-def predict(model: str | Path, inputs: str | Path, output_dir: str | Path, device: str = "auto",
-            amp: bool = False, overlap: float = 0.5, sw_batch_size: int = 4,
-            loaded: LoadedModel | None = None) -> list[Path]:
-    """Predict every NIfTI file of ``inputs`` into ``output_dir`` (``<case_id>.nii.gz`` each).
+def _reference(image: Any) -> Path:
+    return Path(image if isinstance(image, (str, Path)) else image[0])
 
-    ``inputs`` is a NIfTI file, a folder of them, or a folder holding one DICOM series (its mask is
-    ``<folder name>.nii.gz``, on the series' voxel grid).
+
+def predict(model: str | Path | Sequence[str | Path], inputs: str | Path, output_dir: str | Path,
+            device: str = "auto", amp: bool = False, overlap: float = 0.5, sw_batch_size: int = 4, tta: bool = False,
+            postprocess: bool = True, save_probabilities: bool = False, stitch_on_cpu: bool = False,
+            loaded: Sequence[LoadedModel] | None = None) -> list[Path]:
+    """Predict every case of ``inputs`` into ``output_dir`` (``<case_id>.nii.gz`` each).
+
+    ``model`` is one run directory / checkpoint or several (an ensemble: their probabilities are
+    averaged). ``inputs`` is a NIfTI file, a folder of them (4D files, or nnU-Net ``CASE_XXXX``
+    channel files grouped per case), or a folder holding one DICOM series. With
+    ``save_probabilities`` the averaged probabilities go to ``<case_id>_probabilities.nii.gz``
+    (float32, channels last, on the input's grid).
     """
     from tqdm import tqdm
 
     from medseg.engine.network import resolve_device
+    from medseg.engine.postprocess import apply_postprocessing, load_postprocessing
 
     if not 0 <= overlap < 1:
         raise InputError(f"--overlap must be in [0, 1), got {overlap}")
     if sw_batch_size < 1:
         raise InputError(f"--sw-batch-size must be >= 1, got {sw_batch_size}")
+    names = [str(m) for m in ([model] if isinstance(model, (str, Path)) else model)]
     dev = resolve_device(device)
-    lm = loaded or load_model(model, dev)  # a wrong --model is reported before the inputs are scanned
-    files = find_inputs(inputs)
+    members = list(loaded) if loaded else [load_model(m, dev) for m in names]  # bad --model before any input
+    check_ensemble(members, names)
+    plan = members[0].plan
+    rules = load_postprocessing(members[0].run_dir) if postprocess and members[0].run_dir else None
+    cases = find_inputs(inputs, plan.in_channels)
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--output {out}: exists and is not a folder")
     written = []
-    for path in tqdm(files, desc="predict", unit="case", disable=len(files) < 2):
+    for cid, source in tqdm(cases, desc="predict", unit="case", disable=len(cases) < 2):
         with tempfile.TemporaryDirectory() as tmp:
-            image = path
-            if path.is_dir():  # DICOM series: converted once, the mask takes the converted geometry
+            image = source
+            if isinstance(source, Path) and source.is_dir():  # DICOM series: converted once
                 from medseg.data.dicom import dicom_series_to_nifti
 
-                image = dicom_series_to_nifti(path, Path(tmp) / f"{path.name}.nii.gz")
-            mask = predict_volume(lm, image, dev, amp=amp, overlap=overlap, sw_batch_size=sw_batch_size)
-            target = out / f"{case_id(image)}.nii.gz"
-            _write_mask(mask, image, target)
+                image = dicom_series_to_nifti(source, Path(tmp) / f"{source.name}.nii.gz")
+            probs = sum(predict_probabilities(m, image, dev, amp, overlap, sw_batch_size, tta, stitch_on_cpu)
+                        for m in members) / len(members)
+            mask = probabilities_to_labels(probs, plan)
+            if rules:
+                mask = apply_postprocessing(mask, rules, plan, nib.load(str(_reference(image))).header.get_zooms()[:3])
+            target = out / f"{cid}.nii.gz"
+            _write_nifti(mask, _reference(image), target, np.uint8)
+            if save_probabilities:
+                _write_nifti(np.moveaxis(np.asarray(probs), 0, -1), _reference(image),
+                             out / f"{cid}_probabilities.nii.gz", np.float32)
         written.append(target)
+    if rules and written:
+        atomic_write_text(out / POSTPROCESSING_FILE, json.dumps(rules, indent=2) + "\n")
     return written

@@ -20,7 +20,7 @@ from torch import nn
 
 from medseg.losses.compound import WeightedSumLoss
 
-__all__ = ["BoundaryLossSchedule", "LossWeightSchedule", "boundary_weights", "find_weighted_sum"]
+__all__ = ["BoundaryLossSchedule", "LossWeightSchedule", "boundary_weights", "find_weighted_sum", "schedule_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,3 +129,12 @@ class BoundaryLossSchedule(LossWeightSchedule):
     def weights_at(self, epoch: int) -> dict[str, float]:
         """Weights for ``epoch`` completed epochs (see :func:`boundary_weights`)."""
         return boundary_weights(epoch, self.start, self.step, self.rebalance, self.max_boundary, self.min_region)
+
+
+def schedule_for(loss: nn.Module) -> BoundaryLossSchedule | None:
+    """The schedule a loss asks for: Kervadec's rebalancing for a weighted sum with ``region`` and
+    ``boundary`` terms (the contract of :class:`BoundaryLossSchedule`), else None."""
+    for module in loss.modules():
+        if isinstance(module, WeightedSumLoss) and {"region", "boundary"} <= set(module.weights):
+            return BoundaryLossSchedule(loss=loss)
+    return None

@@ -51,13 +51,17 @@ class SegmentationMetricsAccumulator(Metric):
     ``update`` takes ``(y_pred, y)``: sequences of one-hot tensors ``(C, *spatial)`` (values in
     {0, 1}; MetaTensors carry the affine for the spacing), or batched tensors ``(B, C, *spatial)``.
     ``compute`` returns ``{"dice": (C-1,), "iou": (C-1,), "hd95": (C-1,)}`` numpy means over cases
-    for the foreground classes 1..C-1.
+    for the foreground classes 1..C-1 (all C channels with ``include_background``: overlapping
+    region channels, which have no background channel).
     """
 
     def __init__(self, num_classes: int, hd_convention: str = "monai",
-                 output_transform: Callable[[Any], Any] = lambda x: x, device: str | torch.device = "cpu") -> None:
-        if int(num_classes) < 2:
-            raise ValueError(f"num_classes must be >= 2 (background + at least one class), got {num_classes!r}")
+                 output_transform: Callable[[Any], Any] = lambda x: x, device: str | torch.device = "cpu",
+                 include_background: bool = False) -> None:
+        self.first = 0 if include_background else 1
+        if int(num_classes) < self.first + 1:
+            raise ValueError(f"num_classes must be >= {self.first + 1} (background + at least one class unless "
+                             f"include_background), got {num_classes!r}")
         if hd_convention not in CONVENTIONS:
             raise ValueError(f"hd_convention must be one of {list(CONVENTIONS)}, got {hd_convention!r}")
         self.num_classes = int(num_classes)
@@ -66,7 +70,7 @@ class SegmentationMetricsAccumulator(Metric):
 
     @reinit__is_reduced
     def reset(self) -> None:
-        self._sums = torch.zeros(len(_REPORTED), self.num_classes - 1, dtype=torch.float64, device=self._device)
+        self._sums = torch.zeros(len(_REPORTED), self.num_classes - self.first, dtype=torch.float64, device=self._device)
         self._count = torch.zeros((), dtype=torch.float64, device=self._device)
 
     @reinit__is_reduced
@@ -82,7 +86,7 @@ class SegmentationMetricsAccumulator(Metric):
                                  f"{tuple(g.shape)} (post-process with AsDiscrete(argmax=True, to_onehot=C)?)")
             spacing = spacing_from_affine(g, p.ndim - 1)
             result = compute_metrics(p, g, spacing, one_hot=True, convention=self.hd_convention)
-            values = [[getattr(result[k], name) for k in range(1, self.num_classes)] for name in _REPORTED]
+            values = [[getattr(result[k], name) for k in range(self.first, self.num_classes)] for name in _REPORTED]
             self._sums += torch.tensor(values, dtype=torch.float64, device=self._device)
             self._count += 1
 
@@ -96,15 +100,17 @@ class SegmentationMetricsAccumulator(Metric):
 
 def validation_metrics(num_classes: int, label_names: dict[int, str] | None = None,
                        hd_convention: str = "monai",
-                       output_transform: Callable[[Any], Any] | None = None) -> dict[str, Metric]:
+                       output_transform: Callable[[Any], Any] | None = None,
+                       include_background: bool = False) -> dict[str, Metric]:
     """Ignite metrics ``{"mean_dice", "dice_<name>", "iou_<name>", "hd95_<name>"}`` for foreground classes.
 
     Args:
         num_classes: C, channels of the one-hot outputs including background.
-        label_names: ``{label: name}`` for the keys; missing labels are named ``label_<k>``.
+        label_names: ``{channel: name}`` for the keys; missing channels are named ``label_<k>``.
         hd_convention: HD95 convention (:mod:`medseg.metrics.segmentation`).
         output_transform: maps the engine output to ``(y_pred, y)``; default
             ``monai.handlers.from_engine(["pred", "label"])``.
+        include_background: report channel 0 too (region outputs: every channel is a structure).
 
     Returns:
         Metrics whose ``engine.state.metrics`` values are plain floats (ready for MLflow);
@@ -122,12 +128,14 @@ def validation_metrics(num_classes: int, label_names: dict[int, str] | None = No
 
         output_transform = from_engine(["pred", "label"])
     names = dict(label_names or {})
-    accumulator = SegmentationMetricsAccumulator(num_classes, hd_convention, output_transform=output_transform)
+    accumulator = SegmentationMetricsAccumulator(num_classes, hd_convention, output_transform=output_transform,
+                                                 include_background=include_background)
     out: dict[str, Metric] = {"mean_dice": MetricsLambda(lambda r: float(np.mean(r["dice"])), accumulator)}
-    for k in range(1, int(num_classes)):
+    first = accumulator.first
+    for k in range(first, int(num_classes)):
         name = _safe(names.get(k, f"label_{k}"))
         for metric in _REPORTED:
-            out[f"{metric}_{name}"] = MetricsLambda(_picker(metric, k - 1), accumulator)
+            out[f"{metric}_{name}"] = MetricsLambda(_picker(metric, k - first), accumulator)
     return out
 
 

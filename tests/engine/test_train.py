@@ -55,7 +55,8 @@ def test_refuses_to_overwrite_a_run(tiny_run, tiny_dataset):
     ("channels", (16,), r"--channels needs at least two levels, got \[16\]"),
 ], ids=["epochs", "patch", "lr", "val-interval-0", "val-interval-too-large", "one-level"])
 def test_config_validation(tmp_path, field, value, message):
-    cfg = TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), **{field: value})
+    extra = {"strides": (2, 2, 2)} if field == "patch_size" else {}  # planned runs check it against the plan
+    cfg = TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), **{field: value}, **extra)
     with pytest.raises(InputError, match=message):
         cfg.validate()
 
@@ -72,7 +73,7 @@ def test_resume_keeps_the_best_score_of_best_pt(tmp_path):
 
     import torch
 
-    from medseg.engine.train import _best_score
+    from medseg.engine.builders import _best_score
     from medseg.handlers.checkpoint import CheckpointSaver, load_checkpoint
 
     saver = CheckpointSaver(tmp_path, {"model": torch.nn.Linear(1, 1)}, extra=lambda: {"best_score": saver.best_score})
