@@ -1,21 +1,24 @@
-"""Multi-process training through ``ignite.distributed`` / ``torch.distributed``.
+"""Distributed building blocks shared by ``medseg train --nproc N`` and the bundle's multi-GPU config.
 
-``medseg train --nproc N`` spawns N processes with :class:`ignite.distributed.Parallel` (NCCL with
-one GPU per process when CUDA is available, Gloo on CPU; under ``torchrun`` the group it set up is
-joined). Each process runs :func:`medseg.engine.train.train`, which then shards the training
+The launcher is :mod:`medseg.engine.launch`. Each process runs :func:`medseg.engine.train.train`,
+which uses these helpers to shard the training
 cases with a ``DistributedSampler``, wraps the network in ``DistributedDataParallel``, validates
-each case once across ranks (MONAI's metric handlers gather the per-case results, so every rank
+each case once across ranks (medseg's metric handlers all-reduce the per-case sums, so every rank
 sees the same metrics), averages the training loss across ranks, and lets only rank 0 write
 checkpoints and the journal and talk to MLflow.
+
+A MONAI bundle run under ``torchrun`` (``configs/multi_gpu_train.json``) uses the same helpers
+through :mod:`medseg.bundle.components`: :func:`init_process_group`, :func:`ddp`,
+:func:`distributed_sampler`, :func:`is_main` and :func:`leave_process_group`.
+
+Convention: every rank takes part in validation. A collective (metric all-reduce, DDP's forward)
+issued by one rank only would wait for ever, so nothing but file writing and logging is
+restricted to rank 0.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import socket
-from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
@@ -23,10 +26,10 @@ import torch
 
 from medseg.errors import InputError
 
-__all__ = ["launch", "is_main", "world_size", "reduce_mean", "NullTracker", "ddp", "samplers", "RESULT_FILE"]
+__all__ = ["is_main", "world_size", "reduce_mean", "NullTracker", "ddp", "unwrap", "samplers",
+           "distributed_sampler", "init_process_group", "leave_process_group"]
 
 logger = logging.getLogger(__name__)
-RESULT_FILE = "train_result.json"
 
 
 def world_size() -> int:
@@ -34,7 +37,17 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
-    """True on rank 0 (and in a single-process run)."""
+    """True on rank 0 (and in a single-process run).
+
+    Before the process group is joined, the ``RANK`` that ``torchrun`` sets decides, so a rank
+    knows its role whatever the order in which a bundle config is resolved.
+    """
+    import os
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) and "RANK" in os.environ:
+        return int(os.environ["RANK"]) == 0
     return idist.get_rank() == 0
 
 
@@ -45,8 +58,44 @@ def reduce_mean(value: float) -> float:
     return float(idist.all_reduce(torch.tensor(float(value), dtype=torch.float64)) / world_size())
 
 
+def init_process_group(backend: str = "auto") -> torch.device:
+    """Join the process group ``torchrun`` describes (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...).
+
+    Args:
+        backend: ``"nccl"``, ``"gloo"`` or ``"auto"`` (NCCL when CUDA is available, else Gloo).
+
+    Returns:
+        The device of this rank: ``cuda:<LOCAL_RANK>`` with NCCL, else the CPU. Without
+        ``torchrun``'s environment (a plain single-process run) no group is created.
+    """
+    import os
+
+    import torch.distributed as dist
+
+    if backend not in ("auto", "nccl", "gloo"):
+        raise ValueError(f"backend must be auto, nccl or gloo, got {backend!r}")
+    chosen = ("nccl" if torch.cuda.is_available() else "gloo") if backend == "auto" else backend
+    if "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        dist.init_process_group(backend=chosen)
+    if chosen == "nccl":
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+        torch.cuda.set_device(device)
+        return device
+    return torch.device("cpu")
+
+
+def leave_process_group() -> None:
+    """Wait for every rank (so none tears the group down under a peer's collective), then leave it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def ddp(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """``DistributedDataParallel`` around ``network`` in a multi-process run, else ``network``."""
+    """``DistributedDataParallel`` around ``network`` (moved to ``device``) in a multi-process run, else ``network``."""
+    network = network.to(device)
     if world_size() < 2:
         return network
     from torch.nn.parallel import DistributedDataParallel
@@ -54,14 +103,37 @@ def ddp(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def samplers(train_ds: Any, val_ds: Any) -> tuple[Any, Any]:
-    """Training sampler (shuffled shards, padded to equal length) and validation sampler (each case once)."""
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside ``DistributedDataParallel`` (``network`` itself otherwise).
+
+    Validation runs the plain module: DDP's forward may broadcast buffers, a collective that a
+    rank with fewer validation cases would never answer.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    return network.module if isinstance(network, DistributedDataParallel) else network
+
+
+def distributed_sampler(dataset: Any, train: bool) -> Any:
+    """MONAI's ``DistributedSampler`` for this rank, ``None`` in a single-process run.
+
+    Training (``train=True``): shuffled shards padded to equal length, so every rank runs the same
+    number of iterations (DDP's gradient all-reduce needs it). Validation: each case exactly once
+    over all ranks (``even_divisible=False``), in order; a rank may get one case fewer.
+    """
     if world_size() < 2:
-        return None, None
+        return None
     from monai.data import DistributedSampler
 
-    return (DistributedSampler(train_ds, shuffle=True, even_divisible=True),
-            DistributedSampler(val_ds, shuffle=False, even_divisible=False))
+    if not train and len(dataset) < world_size():
+        raise InputError(f"{len(dataset)} validation case(s) for {world_size()} processes: every process needs "
+                         "at least one (use fewer processes or a larger validation fold)")
+    return DistributedSampler(dataset, shuffle=train, even_divisible=train)
+
+
+def samplers(train_ds: Any, val_ds: Any) -> tuple[Any, Any]:
+    """Training and validation samplers (:func:`distributed_sampler`); ``None, None`` in a single process."""
+    return distributed_sampler(train_ds, train=True), distributed_sampler(val_ds, train=False)
 
 
 class NullTracker:
@@ -73,41 +145,3 @@ class NullTracker:
 
     def __getattr__(self, name: str) -> Any:
         return lambda *args, **kwargs: None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _worker(local_rank: int, cfg_dict: dict[str, Any], resume: bool) -> None:
-    from medseg.engine.train import TrainConfig, train
-
-    torch.set_num_threads(max(1, torch.get_num_threads() // max(world_size(), 1)))
-    result = train(TrainConfig.from_dict(cfg_dict), resume=resume)
-    if is_main():
-        payload = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result).items()}
-        (Path(cfg_dict["out"]) / RESULT_FILE).write_text(json.dumps(payload) + "\n")
-
-
-def launch(cfg: Any, nproc: int = 1, resume: bool = False) -> Any:
-    """Train with ``nproc`` processes (1: in this process); returns rank 0's :class:`TrainResult`."""
-    from medseg.engine.train import TrainResult, train
-
-    if nproc < 1:
-        raise InputError(f"--nproc must be >= 1, got {nproc}")
-    if nproc == 1:
-        return train(cfg, resume=resume)
-    cuda = torch.cuda.is_available() and not str(cfg.device).startswith("cpu")
-    if cuda and nproc > torch.cuda.device_count():
-        raise InputError(f"--nproc {nproc}: only {torch.cuda.device_count()} CUDA device(s) (use --device cpu for Gloo)")
-    cfg.device = "cuda" if cuda else "cpu"
-    backend = "nccl" if cuda else "gloo"
-    logger.info("training with %d processes (%s)", nproc, backend)
-    result_file = Path(cfg.out) / RESULT_FILE
-    result_file.unlink(missing_ok=True)
-    with idist.Parallel(backend=backend, nproc_per_node=nproc, master_port=_free_port()) as parallel:
-        parallel.run(_worker, cfg.to_dict(), resume)
-    raw = json.loads(result_file.read_text())
-    return TrainResult(**{**raw, "run_dir": Path(raw["run_dir"]), "best_checkpoint": Path(raw["best_checkpoint"])})
