@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= outputs/demo
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench gpu-check lint clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: install
 
 bench: install
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py
 
 lint: install
 	$(VENV)/bin/ruff check medseg tests benchmarks
