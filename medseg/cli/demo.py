@@ -54,11 +54,11 @@ def _run(args: argparse.Namespace) -> None:
     print(f"[3/4] predicting {data / 'imagesTs'}", flush=True)
     predict(run_dir, data / "imagesTs", preds, device=args.device)
     print("[4/4] evaluating against labelsTs", flush=True)
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=result.mlflow_run_id):  # the report joins the training run
-        summary = evaluate_folders(preds, data / "labelsTs", report, image_dir=data / "imagesTs")
+    # the report joins the training run, through the same tracker path as `medseg evaluate --run-id`
+    summary = evaluate_folders(preds, data / "labelsTs", report, image_dir=data / "imagesTs", lesion_wise=True,
+                               tracking_uri=uri, run_id=result.mlflow_run_id)
+    if "mlflow_error" in summary:
+        print(f"  warning: the report was not logged to MLflow ({summary['mlflow_error']})", flush=True)
 
     minutes = (time.perf_counter() - t0) / 60
     print(f"\ndone in {minutes:.1f} min. Held-out cases ({args.test_cases}):")
@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace) -> None:
     print(f"\n  dataset      {data}")
     print(f"  run          {run_dir}  (best checkpoint: {result.best_checkpoint.name})")
     print(f"  predictions  {preds}")
-    print(f"  report       {report / 'report.html'}  (+ metrics.csv, summary.json)")
+    print(f"  report       {report / 'report.html'}  (+ metrics.csv, lesions.csv, summary.json)")
     print(f"  MLflow       {uri}  run {result.mlflow_run_id}")
     print(f"\nOpen the MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000")
     print("                     then browse http://127.0.0.1:5000")

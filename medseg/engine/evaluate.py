@@ -2,9 +2,14 @@
 
 ``evaluate_folders`` matches cases by id (file name without ``.nii``/``.nii.gz``), checks every
 prediction's shape and affine against its ground truth before computing or writing anything,
-computes :mod:`medseg.metrics` per case and class (in mm, from the GT header's spacing, across
+computes :mod:`medseg.metrics` per case and structure (in mm, from the GT header's spacing, across
 worker processes), and writes ``metrics.csv``, ``summary.json`` and a self-contained
-``report.html`` atomically into the output directory.
+``report.html`` atomically into the output directory; with ``lesion_wise=True`` also
+``lesions.csv`` (:mod:`medseg.metrics.lesion`).
+
+Structures are label values (default) or, with ``regions``, the nnU-Net v2 regions of the
+dataset's ``dataset.json`` (read by :mod:`medseg.data.datalist`, the one dataset reader): region
+``k``'s mask is ``np.isin(label_map, regions[k])``.
 """
 
 from __future__ import annotations
@@ -15,28 +20,40 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
-from tqdm.auto import tqdm
 
-from medseg.engine.report import OverlaySpec, render_report, summarise, worst_cases
+from medseg.data.datalist import LabelSpec, parse_labels, read_meta
+from medseg.engine.evaluate_case import CaseTask, Structure, run_cases, spatial_shape
+from medseg.engine.report import OverlaySpec, lesion_rows, render_report, summarise, worst_cases
 from medseg.errors import InputError
-from medseg.metrics import CONVENTIONS, EMPTY_POLICY, METRIC_NAMES, compute_metrics
+from medseg.metrics import CONVENTIONS, EMPTY_POLICY, METRIC_NAMES
+from medseg.metrics.lesion import (
+    BRATS_WORST_DISTANCE_MM,
+    DEFAULT_SIZE_BINS_MM3,
+    MATCH_IOU_THRESHOLD,
+    LesionResult,
+    size_bin_names,
+    summarise_lesions,
+)
 from medseg.utils.files import atomic_write_text
 
-__all__ = ["evaluate_folders", "find_cases", "load_label_names", "CSV_COLUMNS"]
+__all__ = ["evaluate_folders", "find_cases", "find_dataset_json", "load_label_spec", "load_label_names",
+           "CSV_COLUMNS", "LESION_COLUMNS"]
 
 logger = logging.getLogger(__name__)
 
 AFFINE_TOLERANCE = 1e-4
 CSV_COLUMNS: tuple[str, ...] = (
     "case", "label", "name", "situation", *METRIC_NAMES, "gt_voxels", "pred_voxels", "worst_distance_mm",
+)
+LESION_COLUMNS: tuple[str, ...] = (
+    "case", "label", "name", "status", "ref_lesion", "pred_lesion", "volume_mm3", "ref_volume_mm3",
+    "pred_volume_mm3", "iou", "dice", "hd95",
 )
 _NIFTI = re.compile(r"^(?P<id>.+?)\.nii(\.gz)?$")
 
@@ -54,18 +71,25 @@ def evaluate_folders(
     percentile: float = 95.0,
     worst_distance: float | None = None,
     n_worst: int = 3,
+    regions: bool | Mapping[str, Sequence[int]] = False,
+    dataset: str | Path | None = None,
+    lesion_wise: bool = False,
+    size_bins: Sequence[float] = DEFAULT_SIZE_BINS_MM3,
+    iou_threshold: float = MATCH_IOU_THRESHOLD,
+    lesion_worst_distance: float = BRATS_WORST_DISTANCE_MM,
     tracking_uri: str | None = None,
     experiment: str | None = None,
+    run_id: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Compute per-case, per-class metrics and write ``metrics.csv``, ``summary.json``, ``report.html``.
+    """Compute per-case, per-structure metrics and write ``metrics.csv``, ``summary.json``, ``report.html``.
 
     Args:
         pred_dir: folder of predicted label maps (``<case>.nii.gz``), integer labels.
         gt_dir: folder of ground-truth label maps with the same case ids.
         out_dir: output folder (created); existing outputs are replaced atomically.
-        labels: foreground labels to evaluate; ``None``: every label of ``dataset.json`` (found
-            in or above ``gt_dir``) except 0, else every nonzero label found in the data.
+        labels: foreground labels to evaluate; ``None``: every label of ``dataset.json`` except 0,
+            else every nonzero label found in the data. Not combined with ``regions``.
         hd_convention: ``"monai"``, ``"medpy"`` or ``"surface_distance"`` (:mod:`medseg.metrics.segmentation`).
         nsd_tolerance: normalised surface Dice tolerance in mm.
         workers: processes computing cases in parallel (1 = in this process).
@@ -73,17 +97,28 @@ def evaluate_folders(
             ``gt_dir`` when it exists, else overlays show the masks only.
         percentile: HD percentile reported as ``hd95``.
         worst_distance: distance for a missed or hallucinated structure; ``None``: image diagonal (mm).
-        n_worst: worst cases listed (and drawn) per class.
-        tracking_uri: when given (or when an MLflow run is active), log summary metrics and the
-            three files to MLflow; ``experiment`` names the experiment.
+        n_worst: worst cases listed (and drawn) per structure.
+        regions: ``True``: score the regions of ``dataset.json``; a mapping ``{name: label values}``:
+            score these regions (output order = mapping order).
+        dataset: the dataset folder or its ``dataset.json`` (names, labels, regions); ``None``: the
+            first ``dataset.json`` in ``gt_dir`` or its two parents.
+        lesion_wise: also match connected components (:mod:`medseg.metrics.lesion`) and write ``lesions.csv``.
+        size_bins: lesion-size bin edges in mm^3 for the recall-by-size table.
+        iou_threshold: lesion matching threshold (IoU >=, one-to-one maximum bipartite matching).
+        lesion_worst_distance: HD95 in mm of a missed or spurious lesion (BraTS: 374).
+        tracking_uri, experiment, run_id: log the evaluation to MLflow when any is given, through
+            :func:`medseg.handlers.tracking.log_evaluation`: into run ``run_id`` or a new run of
+            ``experiment`` (default ``medseg-evaluate``) in the store ``tracking_uri`` (default
+            ``$MLFLOW_TRACKING_URI`` or ``sqlite:///./mlflow.db``, as ``medseg train``).
         progress: show a progress bar over cases.
 
     Returns:
-        The summary dict written to ``summary.json`` plus ``"outputs"`` (paths of the three files).
+        The summary dict written to ``summary.json`` plus ``"outputs"`` (paths of the files) and, when
+        logged, ``"mlflow_run_id"`` / ``"mlflow_tracking_uri"`` (or ``"mlflow_error"``).
 
     Raises:
         InputError: missing folders, missing/extra cases, shape or affine mismatch, non-integer
-            labels -- every problem listed, nothing written.
+            labels, a bad ``dataset.json`` or no regions in it -- every problem listed, nothing written.
         ValueError: a bad argument value (names the parameter and the value).
     """
     if hd_convention not in CONVENTIONS:
@@ -92,41 +127,68 @@ def evaluate_folders(
         raise ValueError(f"nsd_tolerance must be a finite distance >= 0 mm, got {nsd_tolerance!r}")
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers!r}")
+    if lesion_wise:
+        size_bin_names(size_bins)  # validates the edges before any work
+        if not 0.0 < float(iou_threshold) <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold!r}")
     pred_dir, gt_dir, out_dir = Path(pred_dir), Path(gt_dir), Path(out_dir)
     pairs = _match_cases(pred_dir, gt_dir)
-    names = load_label_names(gt_dir)
-    wanted = _resolve_labels(labels, names)
+    spec = load_label_spec(gt_dir, dataset)
+    structures, names = _structures(labels, regions, spec, gt_dir, dataset)
     if image_dir is not None and not Path(image_dir).is_dir():
         raise InputError(f"--images {image_dir}: not a directory")
 
     options = {"convention": hd_convention, "percentile": percentile, "nsd_tolerance": nsd_tolerance,
                "worst_distance": worst_distance}
-    tasks = [(case, str(p), str(g), wanted, options) for case, (p, g) in pairs.items()]
-    results = _run_cases(tasks, int(workers), progress)
+    lesion_options = None
+    if lesion_wise:
+        lesion_options = {"iou_threshold": float(iou_threshold), "convention": hd_convention,
+                          "percentile": percentile, "worst_distance": float(lesion_worst_distance)}
+    tasks = [CaseTask(case, str(p), str(g), structures, options, lesion_options) for case, (p, g) in pairs.items()]
+    results = run_cases(tasks, int(workers), progress)
     problems = [msg for res in results for msg in res["problems"]]
     if problems:
         raise InputError(f"cannot evaluate {pred_dir} against {gt_dir}: {len(problems)} problem(s)", problems)
 
-    all_labels = wanted if wanted is not None else sorted({k for res in results for k in res["metrics"]})
-    rows = _rows(results, all_labels, names)
-    summary = summarise(rows, all_labels, names, n_worst=n_worst)
+    keys = [s.key for s in structures] if structures is not None else sorted(
+        {k for res in results for k in res["metrics"]})
+    rows = _rows(results, keys, names)
+    summary = summarise(rows, keys, names, n_worst=n_worst)
     summary.update({
         "pred_dir": str(pred_dir), "gt_dir": str(gt_dir), "n_cases": len(results),
+        "structures": "regions" if regions else "labels",
         "hd_convention": hd_convention, "hd_percentile": percentile, "nsd_tolerance_mm": nsd_tolerance,
         "worst_distance_mm": "image diagonal" if worst_distance is None else worst_distance,
         "empty_policy": EMPTY_POLICY,
     })
-    images = _find_image_dir(gt_dir, image_dir)
-    overlays = [OverlaySpec(c, k, names.get(k, f"label_{k}"), pairs[c][1], pairs[c][0], _image_for(images, c))
-                for k, c in worst_cases(summary)]
-    html = render_report(summary, rows, overlays)
+    if regions:
+        summary["regions"] = {s.name: list(s.values) for s in structures or ()}
     outputs = {"metrics_csv": out_dir / "metrics.csv", "summary_json": out_dir / "summary.json",
                "report_html": out_dir / "report.html"}
-    atomic_write_text(outputs["metrics_csv"], _csv_text(rows))
+    table: list[dict[str, Any]] = []
+    if lesion_wise:
+        summary["lesion_settings"] = {
+            "connectivity": "full (26-neighbourhood in 3D)", "matching": f"one-to-one maximum bipartite, IoU >= {iou_threshold}",
+            "worst_distance_mm": float(lesion_worst_distance), "size_bins_mm3": [float(e) for e in size_bins]}
+        per_key = {k: [res["lesions"].get(k, LesionResult((), float(lesion_worst_distance))) for res in results]
+                   for k in keys}
+        summary["lesions"] = {str(k): {"label": k, "name": names.get(k, f"label_{k}"),
+                                       **summarise_lesions(per_key[k], size_bins)} for k in keys}
+        table = lesion_rows(results, keys, names)
+        outputs["lesions_csv"] = out_dir / "lesions.csv"
+    values = {s.key: s.values for s in structures or ()}
+    images = _find_image_dir(gt_dir, image_dir)
+    overlays = [OverlaySpec(c, k, names.get(k, f"label_{k}"), pairs[c][1], pairs[c][0], _image_for(images, c),
+                            values.get(k)) for k, c in worst_cases(summary)]
+    html = render_report(summary, rows, overlays, table)
+    atomic_write_text(outputs["metrics_csv"], _csv_text(rows, CSV_COLUMNS))
     atomic_write_text(outputs["summary_json"], json.dumps(summary, indent=2, allow_nan=False) + "\n")
     atomic_write_text(outputs["report_html"], html)
+    if lesion_wise:
+        atomic_write_text(outputs["lesions_csv"], _csv_text(table, LESION_COLUMNS))
     summary["outputs"] = {k: str(v) for k, v in outputs.items()}
-    _log_mlflow(summary, outputs, tracking_uri, experiment)
+    if tracking_uri is not None or experiment is not None or run_id is not None:
+        _log_to_mlflow(summary, outputs, tracking_uri, experiment, run_id)
     return summary
 
 
@@ -140,41 +202,71 @@ def find_cases(folder: str | Path) -> dict[str, Path]:
     return out
 
 
-def load_label_names(gt_dir: str | Path) -> dict[int, str]:
-    """Label names from the first ``dataset.json`` in ``gt_dir`` or its two parents (MSD or nnU-Net v2 style).
-
-    MSD: ``{"labels": {"0": "background", "1": "liver"}}``; nnU-Net v2:
-    ``{"labels": {"background": 0, "liver": 1}}`` (region lists use their first label).
-    Returns ``{}`` when there is none; a malformed file is reported, not ignored.
-    """
+def find_dataset_json(gt_dir: str | Path) -> Path | None:
+    """The first ``dataset.json`` in ``gt_dir`` or its two parents (``labelsTs/`` sits inside the dataset)."""
     start = Path(gt_dir).resolve()
     for folder in (start, start.parent, start.parent.parent):
-        path = folder / "dataset.json"
-        if not path.is_file():
-            continue
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8")).get("labels", {})
-            names: dict[int, str] = {}
-            for key, value in raw.items():
-                if str(key).lstrip("-").isdigit():
-                    names[int(key)] = str(value)
-                else:
-                    value = value[0] if isinstance(value, list) else value
-                    names[int(value)] = str(key)
-            return names
-        except (ValueError, TypeError, AttributeError, IndexError) as exc:
-            raise InputError(f"{path}: cannot read the 'labels' field ({exc})") from None
-    return {}
+        if (folder / "dataset.json").is_file():
+            return folder / "dataset.json"
+    return None
 
 
-def _resolve_labels(labels: Sequence[int] | None, names: dict[int, str]) -> list[int] | None:
+def load_label_spec(gt_dir: str | Path, dataset: str | Path | None = None) -> LabelSpec | None:
+    """The label specification of ``dataset`` (folder or ``dataset.json``), else of :func:`find_dataset_json`.
+
+    Returns ``None`` when no ``dataset.json`` is found; a malformed one raises ``InputError``.
+    """
+    source = Path(dataset) if dataset is not None else find_dataset_json(gt_dir)
+    if source is None:
+        return None
+    path, meta = read_meta(source)
+    return parse_labels(meta["labels"], path, meta.get("regions_class_order"))
+
+
+def load_label_names(gt_dir: str | Path, dataset: str | Path | None = None) -> dict[int, str]:
+    """Label value -> name from the dataset's ``dataset.json`` (``{}`` without one).
+
+    With region labels, a value is named when a region covers it alone (``"enhancing_tumor": 3``).
+    """
+    spec = load_label_spec(gt_dir, dataset)
+    if spec is None:
+        return {}
+    if spec.regions is None:
+        return dict(spec.names)
+    single = {vals[0]: name for name, vals in spec.regions.items() if len(vals) == 1}
+    return {0: "background", **dict(sorted(single.items()))}
+
+
+def _structures(labels: Sequence[int] | None, regions: bool | Mapping[str, Sequence[int]], spec: LabelSpec | None,
+                gt_dir: Path, dataset: str | Path | None) -> tuple[tuple[Structure, ...] | None, dict[int, str]]:
+    """What to score, and key -> name."""
+    if regions:
+        if labels is not None:
+            raise InputError("--labels and --regions cannot be combined (--regions scores every region)")
+        if isinstance(regions, Mapping):
+            table = {str(k): tuple(int(v) for v in vals) for k, vals in regions.items()}
+            if not table or any(not vals or min(vals) <= 0 for vals in table.values()):
+                raise InputError(f"regions: need one or more regions of label values > 0, got {dict(regions)!r}")
+        else:
+            where = dataset if dataset is not None else find_dataset_json(gt_dir)
+            if spec is None:
+                raise InputError(f"--regions: no dataset.json in {gt_dir} or its two parents; pass --dataset")
+            if spec.regions is None:
+                raise InputError(f"--regions: {where} defines no region labels (nnU-Net v2 lists the values of a "
+                                 "region, e.g. \"whole_tumor\": [1, 2, 3], with \"regions_class_order\")")
+            table = dict(spec.regions)
+        structures = tuple(Structure(i, name, vals) for i, (name, vals) in enumerate(table.items(), start=1))
+        return structures, {s.key: s.name for s in structures}
+    names = load_label_names(gt_dir, dataset) if spec is not None else {}
     if labels is not None:
         wanted = sorted({int(k) for k in labels})
         if not wanted or any(k < 0 for k in wanted):
             raise InputError(f"--labels: need one or more labels >= 0, got {list(labels)}")
-        return wanted
-    from_json = sorted(k for k in names if k != 0)
-    return from_json or None
+    elif spec is not None:
+        wanted = sorted(spec.label_values - {0})
+    else:
+        return None, names
+    return tuple(Structure(k, names.get(k, f"label_{k}"), (k,)) for k in wanted), names
 
 
 def _match_cases(pred_dir: Path, gt_dir: Path) -> dict[str, tuple[Path, Path]]:
@@ -200,7 +292,7 @@ def _geometry_problems(case: str, pred: Path, gt: Path) -> list[str]:
         p_img, g_img = nib.load(str(pred)), nib.load(str(gt))
     except Exception as exc:  # nibabel raises several types for unreadable files
         return [f"{case}: cannot read {pred} or {gt} as NIfTI ({type(exc).__name__}: {exc})"]
-    p_shape, g_shape = _spatial_shape(p_img.shape), _spatial_shape(g_img.shape)
+    p_shape, g_shape = spatial_shape(p_img.shape), spatial_shape(g_img.shape)
     if p_shape != g_shape:
         return [f"{case}: prediction {pred} has shape {p_shape}, ground truth {gt} has shape {g_shape}"]
     diff = float(np.max(np.abs(np.asarray(p_img.affine) - np.asarray(g_img.affine))))
@@ -210,62 +302,10 @@ def _geometry_problems(case: str, pred: Path, gt: Path) -> list[str]:
     return []
 
 
-def _spatial_shape(shape: Sequence[int]) -> tuple[int, ...]:
-    shape = tuple(int(n) for n in shape)
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    return shape
-
-
-def _evaluate_case(task: tuple[str, str, str, list[int] | None, dict[str, Any]]) -> dict[str, Any]:
-    case, pred_path, gt_path, labels, options = task
-    problems: list[str] = []
-    pred_img, gt_img = nib.load(pred_path), nib.load(gt_path)
-    pred = _labels_array(np.asanyarray(pred_img.dataobj), case, pred_path, problems)
-    gt = _labels_array(np.asanyarray(gt_img.dataobj), case, gt_path, problems)
-    if problems:
-        return {"case": case, "problems": problems, "metrics": {}}
-    spacing = np.linalg.norm(np.asarray(gt_img.affine)[: gt.ndim, : gt.ndim], axis=0)
-    result = compute_metrics(pred, gt, tuple(float(s) for s in spacing), labels, **options)
-    return {"case": case, "problems": [], "metrics": {k: m.as_dict() for k, m in result.items()}}
-
-
-def _labels_array(data: np.ndarray, case: str, path: str, problems: list[str]) -> np.ndarray:
-    data = data.reshape(_spatial_shape(data.shape))
-    if np.issubdtype(data.dtype, np.floating):
-        if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
-            problems.append(f"{case}: {path} holds non-integer values; expected a label map (argmax the probabilities)")
-            return data
-        data = data.astype(np.int64)
-    if data.dtype == np.bool_:
-        data = data.astype(np.uint8)
-    if data.size and int(data.min()) < 0:
-        problems.append(f"{case}: {path} holds negative labels (min {int(data.min())})")
-    return data
-
-
-def _run_cases(tasks: list[Any], workers: int, progress: bool) -> list[dict[str, Any]]:
-    bar = tqdm(total=len(tasks), desc="evaluate", unit="case", disable=not progress)
-    results: list[dict[str, Any]] = []
-    try:
-        if workers == 1 or len(tasks) < 2:
-            for task in tasks:
-                results.append(_evaluate_case(task))
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=get_context("spawn")) as pool:
-                for res in pool.map(_evaluate_case, tasks, chunksize=1):
-                    results.append(res)
-                    bar.update()
-    finally:
-        bar.close()
-    return results
-
-
-def _rows(results: list[dict[str, Any]], labels: Iterable[int], names: dict[int, str]) -> list[dict[str, Any]]:
+def _rows(results: list[dict[str, Any]], keys: Sequence[int], names: dict[int, str]) -> list[dict[str, Any]]:
     rows = []
     for res in results:
-        for k in labels:
+        for k in keys:
             m = res["metrics"].get(k)
             if m is None:  # label absent in both maps of this case (labels discovered from the data)
                 worst = next(iter(res["metrics"].values()), {}).get("worst_distance", 0.0)
@@ -278,12 +318,12 @@ def _rows(results: list[dict[str, Any]], labels: Iterable[int], names: dict[int,
     return rows
 
 
-def _csv_text(rows: list[dict[str, Any]]) -> str:
+def _csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)) for k, v in row.items()})
     return buffer.getvalue()
 
 
@@ -303,44 +343,15 @@ def _image_for(images: Path | None, case: str) -> Path | None:
     return None
 
 
-def _log_mlflow(summary: dict[str, Any], outputs: dict[str, Path], tracking_uri: str | None,
-                experiment: str | None) -> None:
-    import sys
+def _log_to_mlflow(summary: dict[str, Any], outputs: dict[str, Path], tracking_uri: str | None,
+                   experiment: str | None, run_id: str | None) -> None:
+    from medseg.handlers.tracking import default_tracking_uri, log_evaluation
 
-    if tracking_uri is None and "mlflow" not in sys.modules:
-        return
-    import mlflow
-
-    if tracking_uri is None and mlflow.active_run() is None:
-        return
-    metrics: dict[str, float] = {}
-    for entry in summary["classes"].values():
-        for name, stats in entry["metrics"].items():
-            if stats["mean"] is not None:
-                metrics[f"eval_{name}_{entry['name']}"] = float(stats["mean"])
-    for name, value in summary["mean_foreground"].items():
-        if value is not None:
-            metrics[f"eval_mean_{name}"] = float(value)
-    active = mlflow.active_run()
-    if active is not None and tracking_uri is None:  # evaluation inside a training run
-        _log_to_run(mlflow, metrics, outputs, summary)
-        summary["mlflow_run_id"] = active.info.run_id
-        return
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
+    uri = tracking_uri or default_tracking_uri()
     try:
-        mlflow.set_experiment(experiment or "medseg-evaluate")
-        with mlflow.start_run(run_name="evaluate", nested=active is not None) as run:
-            _log_to_run(mlflow, metrics, outputs, summary)
-            summary["mlflow_run_id"] = run.info.run_id
-            summary["mlflow_tracking_uri"] = tracking_uri
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
-def _log_to_run(mlflow: Any, metrics: dict[str, float], outputs: dict[str, Path], summary: dict[str, Any]) -> None:
-    mlflow.log_params({"eval_hd_convention": summary["hd_convention"], "eval_nsd_tolerance_mm": summary["nsd_tolerance_mm"],
-                       "eval_n_cases": summary["n_cases"]})
-    mlflow.log_metrics(metrics)
-    for path in outputs.values():
-        mlflow.log_artifact(str(path), artifact_path="evaluation")
+        summary["mlflow_run_id"] = log_evaluation(summary, outputs, uri, run_id=run_id, experiment=experiment)
+        summary["mlflow_tracking_uri"] = uri
+    except Exception as exc:  # noqa: BLE001 - the files are written; report the tracking failure
+        message = str(exc).splitlines()[0][:300] if str(exc) else ""
+        summary["mlflow_error"] = f"{uri}: {type(exc).__name__}: {message}"
+        logger.warning("evaluation not logged to MLflow: %s", summary["mlflow_error"])

@@ -1,4 +1,8 @@
-"""Evaluation summary statistics and the self-contained HTML report (plots embedded as base64 PNG)."""
+"""Evaluation summary statistics and the self-contained HTML report (plots embedded as base64 PNG).
+
+With lesion-wise results the report adds the detection table per structure, a plot of the
+detection rate (recall) by lesion size and the per-lesion table (``lesions.csv``).
+"""
 
 from __future__ import annotations
 
@@ -15,12 +19,17 @@ import numpy as np
 
 from medseg.metrics import METRIC_NAMES, SITUATIONS
 
-__all__ = ["OverlaySpec", "summarise", "worst_cases", "render_report"]
+__all__ = ["OverlaySpec", "summarise", "worst_cases", "render_report", "lesion_rows"]
+
+MAX_LESION_ROWS = 500  # per-lesion rows shown in the page; lesions.csv holds them all
 
 
 @dataclass(frozen=True)
 class OverlaySpec:
-    """One worst-case overlay: a case and class to draw, with the files to read."""
+    """One worst-case overlay: a case and structure to draw, with the files to read.
+
+    ``values``: label values of the structure (a region); ``None`` means ``(label,)``.
+    """
 
     case: str
     label: int
@@ -28,6 +37,7 @@ class OverlaySpec:
     gt_path: Path
     pred_path: Path
     image_path: Path | None
+    values: tuple[int, ...] | None = None
 
 
 def summarise(rows: Sequence[dict[str, Any]], labels: Sequence[int], names: dict[int, str],
@@ -64,8 +74,24 @@ def worst_cases(summary: dict[str, Any]) -> list[tuple[int, str]]:
     return out
 
 
-def render_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]], overlays: Sequence[OverlaySpec]) -> str:
-    """The complete HTML page: summary table, Dice/HD95 box+strip plots, per-case table, overlays.
+def lesion_rows(results: Sequence[dict[str, Any]], keys: Sequence[int], names: dict[int, str]) -> list[dict[str, Any]]:
+    """One row per lesion (``lesions.csv``): case, structure, status (TP/FN/FP), ids, volumes in mm^3, IoU, Dice, HD95."""
+    rows = []
+    for res in results:
+        for k in keys:
+            found = res["lesions"].get(k)
+            for les in found.lesions if found is not None else ():
+                rows.append({"case": res["case"], "label": k, "name": names.get(k, f"label_{k}"),
+                             "status": les.status, "ref_lesion": les.ref_id, "pred_lesion": les.pred_id,
+                             "volume_mm3": les.volume_mm3, "ref_volume_mm3": les.ref_volume_mm3,
+                             "pred_volume_mm3": les.pred_volume_mm3, "iou": les.iou, "dice": les.dice,
+                             "hd95": les.hd95})
+    return rows
+
+
+def render_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]], overlays: Sequence[OverlaySpec],
+                  lesion_table: Sequence[dict[str, Any]] = ()) -> str:
+    """The complete HTML page: summary table, Dice/HD95 box+strip plots, lesion-wise section, per-case table, overlays.
 
     Self-contained: inline CSS, images as ``data:image/png;base64`` URIs, no script, no network.
     """
@@ -89,6 +115,8 @@ def render_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]], overl
             parts.append(f"<figure><img alt='overlay {html.escape(spec.case)}' src='{_overlay_png(spec)}'>"
                          f"<figcaption>{html.escape(spec.case)} &middot; {html.escape(spec.name)}</figcaption></figure>")
         parts.append("</div>")
+    if summary.get("lesions"):
+        parts += _lesion_section(summary, lesion_table)
     parts += ["<h2>Per case</h2>", _case_table(rows), "</body></html>"]
     return "\n".join(parts)
 
@@ -156,8 +184,9 @@ def _overlay_png(spec: OverlaySpec) -> str:
         arr = np.asanyarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)
         return arr.reshape(arr.shape[:3])
 
-    gt = ras(spec.gt_path) == spec.label
-    pred = ras(spec.pred_path) == spec.label
+    values = spec.values or (spec.label,)
+    gt = np.isin(ras(spec.gt_path), values)
+    pred = np.isin(ras(spec.pred_path), values)
     image = None
     if spec.image_path is not None:
         image = ras(spec.image_path).astype(np.float32)
@@ -178,6 +207,66 @@ def _overlay_png(spec: OverlaySpec) -> str:
                 ax.contour(mask.T.astype(float), levels=[0.5], colors=color, linewidths=1.2, origin="lower")
         ax.set_title(f"{spec.case} {spec.name} z={z}", fontsize=8)
         ax.axis("off")
+        fig.tight_layout()
+        return _png_uri(fig)
+    finally:
+        plt.close(fig)
+
+
+def _lesion_section(summary: dict[str, Any], table: Sequence[dict[str, Any]]) -> list[str]:
+    settings = summary.get("lesion_settings", {})
+    parts = ["<h2>Lesion-wise detection</h2>",
+             f"<p>A lesion is a connected component ({html.escape(str(settings.get('connectivity', '')))}); "
+             f"lesions are matched {html.escape(str(settings.get('matching', '')))}. Lesion Dice / HD95 follow "
+             f"BraTS 2023: the mean over lesions per case with a missed or spurious lesion counted as Dice 0 and "
+             f"HD95 {settings.get('worst_distance_mm')} mm, then the mean over cases.</p>"]
+    entries = list(summary["lesions"].values())
+    bins = [b["bin"] for b in entries[0]["recall_by_size"]] if entries else []
+    head = ("<tr><th>structure</th><th>TP</th><th>FP</th><th>FN</th><th>precision</th><th>recall</th><th>F1</th>"
+            "<th>lesion Dice</th><th>lesion HD95 (mm)</th>"
+            + "".join(f"<th>recall {html.escape(b)} mm&sup3;</th>" for b in bins) + "</tr>")
+    body = []
+    for e in entries:
+        by_size = "".join(f"<td>{_fmt(b['recall'])}<br><small>{b['detected']}/{b['lesions']}</small></td>"
+                          for b in e["recall_by_size"])
+        body.append(f"<tr><td class='l'>{e['label']} {html.escape(e['name'])}</td><td>{e['tp']}</td><td>{e['fp']}</td>"
+                    f"<td>{e['fn']}</td><td>{_fmt(e['precision'])}</td><td>{_fmt(e['recall'])}</td>"
+                    f"<td>{_fmt(e['f1'])}</td><td>{_fmt(e['lesion_dice'])}</td><td>{_fmt(e['lesion_hd95'])}</td>"
+                    f"{by_size}</tr>")
+    parts.append(f"<table>{head}{''.join(body)}</table>")
+    parts.append(f'<img class="plot" alt="detection rate by lesion size" src="{_plot_detection_by_size(entries)}">')
+    cols = ["case", "name", "status", "ref_lesion", "pred_lesion", "volume_mm3", "iou", "dice", "hd95"]
+    shown = list(table[:MAX_LESION_ROWS])
+    note = f" (first {len(shown)} of {len(table)}; all in lesions.csv)" if len(table) > len(shown) else ""
+    parts.append(f"<h3>Per lesion{note}</h3><table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>")
+    for r in shown:
+        cls = " class='bad'" if r["status"] != "TP" else ""
+        cells = "".join(f"<td class='l'>{html.escape(str(r[c]))}</td>" if c in ("case", "name", "status")
+                        else f"<td>{_fmt(r[c])}</td>" for c in cols)
+        parts.append(f"<tr{cls}>{cells}</tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _plot_detection_by_size(entries: Sequence[dict[str, Any]]) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 3.6), dpi=90)
+    try:
+        bins = [b["bin"] for b in entries[0]["recall_by_size"]] if entries else []
+        width = 0.8 / max(len(entries), 1)
+        for i, e in enumerate(entries):
+            recall = [np.nan if b["recall"] is None else b["recall"] for b in e["recall_by_size"]]
+            x = np.arange(len(bins)) + (i - (len(entries) - 1) / 2) * width
+            ax.bar(x, recall, width=width, label=e["name"])
+            for xi, b in zip(x, e["recall_by_size"], strict=True):
+                ax.annotate(f"n={b['lesions']}", (xi, 0.02), ha="center", fontsize=7, rotation=90)
+        ax.set_xticks(range(len(bins)), [f"{b} mm³" for b in bins], rotation=15)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("detection rate (recall)")
+        ax.set_title("Detection rate by reference lesion size")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
         return _png_uri(fig)
     finally:

@@ -81,3 +81,70 @@ def test_unknown_convention_is_a_usage_error(tmp_path):
 def test_nifti_helper_roundtrip(tmp_path):
     _save(tmp_path / "x.nii.gz", np.ones((2, 2, 2), np.uint8))
     assert nib.load(str(tmp_path / "x.nii.gz")).shape == (2, 2, 2)
+
+
+def _brats(root: Path) -> tuple[Path, Path]:
+    """Region labels (nnU-Net v2); case 1's prediction misses the small enhancing lesion."""
+    root.mkdir(parents=True)
+    (root / "dataset.json").write_text('{"labels": {"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3], '
+                                       '"enhancing_tumor": 3}, "regions_class_order": [1, 2, 3]}')
+    for i in range(2):
+        gt = np.zeros((16, 14, 10), np.uint8)
+        gt[2:12, 2:12, 2:8] = 1
+        gt[4:9, 4:9, 3:7] = 2
+        gt[5:7, 5:7, 4:6] = 3
+        pred = gt.copy()
+        if i == 1:
+            pred[pred == 3] = 2
+        _save(root / "labelsTs" / f"case_{i:03d}.nii.gz", gt)
+        _save(root / "pred" / f"case_{i:03d}.nii.gz", pred)
+    return root / "pred", root / "labelsTs"
+
+
+def test_regions_and_lesion_wise(tmp_path, capsys):
+    pred, gt = _brats(tmp_path / "d")
+    out = tmp_path / "eval"
+    code = main(["evaluate", str(pred), str(gt), "--out", str(out), "--regions", "--lesion-wise", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    # enhancing tumour: found in case 0, missed in case 1 -> TP 1, FN 1, F1 = 2/(2+1)
+    assert "3 enhancing_tumor lesions: TP 1  FP 0  FN 1  F1 0.6667" in printed
+    assert "1 whole_tumor    Dice 1.0000" in printed
+    assert {p.name for p in out.iterdir()} == {"metrics.csv", "summary.json", "report.html", "lesions.csv"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        pytest.param(["--match-iou", "0"], "--match-iou must be in (0, 1], got 0.0", id="iou"),
+        pytest.param(["--size-bins", "100", "10"], "--size-bins must be increasing volumes > 0 mm^3, got [100.0, 10.0]",
+                     id="bins"),
+        pytest.param(["--lesion-worst-distance", "-2"], "--lesion-worst-distance must be >= 0 mm, got -2.0", id="worst"),
+    ],
+)
+def test_bad_lesion_values_exit_2(tmp_path, capsys, extra, message):
+    code = main(["evaluate", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o"), "--lesion-wise", *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_regions_on_a_plain_dataset_exits_2_naming_dataset_json(tmp_path, capsys):
+    pred, gt = _make_dataset(tmp_path / "d", n_cases=1)
+    code = main(["evaluate", str(pred), str(gt), "--out", str(tmp_path / "o"), "--regions", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"--regions: {tmp_path / 'd' / 'dataset.json'} defines no region labels" in err
+
+
+def test_tracking_uri_logs_a_new_evaluation_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    pred, gt = _make_dataset(tmp_path / "d", n_cases=2)
+    uri = (tmp_path / "mlruns").as_uri()
+    code = main(["evaluate", str(pred), str(gt), "--out", str(tmp_path / "o"), "--tracking-uri", uri, "--no-progress"])
+    assert code == 0
+    assert "MLflow run: " in capsys.readouterr().out
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("medseg-evaluate").experiment_id])
+    assert run.info.status == "FINISHED" and "eval_dice_liver" in run.data.metrics

@@ -154,13 +154,25 @@ def test_labels_argument_and_names_without_dataset_json(tmp_path):
     ("labels", "expected"),
     [
         pytest.param({"0": "background", "1": "liver"}, {0: "background", 1: "liver"}, id="msd"),
-        pytest.param({"background": 0, "liver": 1, "vessel": [2]}, {0: "background", 1: "liver", 2: "vessel"}, id="nnunet_v2"),
+        pytest.param({"background": 0, "liver": 1}, {0: "background", 1: "liver"}, id="nnunet_v2"),
+        pytest.param({"background": 0, "liver": 1, "vessel": [2]}, {0: "background", 1: "liver", 2: "vessel"},
+                     id="nnunet_v2_regions"),
+        pytest.param({"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3], "enhancing_tumor": 3},
+                     {0: "background", 3: "enhancing_tumor"}, id="brats_regions"),
     ],
 )
 def test_label_names_from_dataset_json(tmp_path, labels, expected):
     (tmp_path / "labelsTs").mkdir()
-    (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels}))
+    n_regions = sum(1 for k, v in labels.items() if k != "background")
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels, "regions_class_order": list(range(1, n_regions + 1))}))
     assert load_label_names(tmp_path / "labelsTs") == expected
+
+
+def test_malformed_dataset_json_is_reported_by_the_one_reader(tmp_path):
+    (tmp_path / "labelsTs").mkdir()
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "tumour": [1, 2]}}))
+    with pytest.raises(InputError, match=r"dataset.json: region labels need 'regions_class_order'"):
+        load_label_names(tmp_path / "labelsTs")
 
 
 def test_bad_argument_values(tmp_path):
@@ -183,3 +195,122 @@ def test_logs_report_to_mlflow(tmp_path, monkeypatch):
     assert "eval_dice_liver" in run.data.metrics and "eval_hd95_tumour" in run.data.metrics
     assert {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "evaluation")} == {
         "metrics.csv", "summary.json", "report.html"}
+
+
+BRATS_LABELS = {"background": 0, "whole_tumor": [1, 2, 3], "tumor_core": [2, 3], "enhancing_tumor": 3}
+REGIONS = {"whole_tumor": (1, 2, 3), "tumor_core": (2, 3), "enhancing_tumor": (3,)}
+
+
+def _brats_like(root: Path, n_cases: int = 3) -> tuple[Path, Path]:
+    """Nested boxes: edema 1 around core 2 around enhancing 3; predictions shifted, case 1 misses
+    the enhancing part, case 2 adds a spurious enhancing blob (a second lesion)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset.json").write_text(json.dumps({"labels": BRATS_LABELS, "regions_class_order": [1, 2, 3]}))
+    rng = np.random.default_rng(1)
+    for i in range(n_cases):
+        gt = np.zeros(SHAPE, np.uint8)
+        gt[3:15, 3:14, 2:10] = 1
+        gt[6:12, 6:11, 3:8] = 2
+        gt[7:10, 7:10, 4:7] = 3
+        pred = np.roll(gt, int(rng.integers(0, 2)), axis=int(rng.integers(0, 3)))
+        if i == 1:
+            pred[pred == 3] = 2
+        if i == 2:
+            pred[16:18, 15:17, 9:11] = 3
+        _save(root / "labelsTs" / f"case_{i:03d}.nii.gz", gt)
+        _save(root / "pred" / f"case_{i:03d}.nii.gz", pred)
+    return root / "pred", root / "labelsTs"
+
+
+def test_regions_match_an_independent_numpy_computation(tmp_path):
+    from monai.metrics import compute_hausdorff_distance
+
+    pred_dir, gt_dir = _brats_like(tmp_path / "d")
+    summary = evaluate_folders(pred_dir, gt_dir, tmp_path / "e", regions=True, progress=False)
+    assert summary["structures"] == "regions" and summary["regions"] == {k: list(v) for k, v in REGIONS.items()}
+    assert [c["name"] for c in summary["classes"].values()] == list(REGIONS)
+    rows = {(r["case"], r["name"]): r for r in csv.DictReader((tmp_path / "e" / "metrics.csv").open())}
+    assert len(rows) == 3 * 3
+    spacing = (0.8, 0.8, 2.5)
+    for i in range(3):
+        gt = np.asanyarray(nib.load(str(gt_dir / f"case_{i:03d}.nii.gz")).dataobj)
+        pred = np.asanyarray(nib.load(str(pred_dir / f"case_{i:03d}.nii.gz")).dataobj)
+        for name, values in REGIONS.items():
+            g, p = np.isin(gt, values), np.isin(pred, values)
+            row = rows[(f"case_{i:03d}", name)]
+            inter = np.count_nonzero(g & p)
+            assert float(row["dice"]) == pytest.approx(2 * inter / (g.sum() + p.sum()), rel=1e-5), (i, name)
+            assert float(row["iou"]) == pytest.approx(inter / np.count_nonzero(g | p), rel=1e-5)
+            if p.any():
+                hd95 = compute_hausdorff_distance(p[None, None], g[None, None], percentile=95, spacing=spacing)
+                assert float(row["hd95"]) == pytest.approx(float(hd95), rel=1e-5), (i, name)
+            else:  # case 1 misses the enhancing region: worst distance (image diagonal)
+                assert row["situation"] == "pred_empty" and float(row["dice"]) == 0.0
+
+
+def test_regions_errors_name_the_flag(tmp_path):
+    pred, gt = _make_dataset(tmp_path / "plain", n_cases=1)
+    with pytest.raises(InputError, match=r"--regions: .*dataset.json defines no region labels"):
+        evaluate_folders(pred, gt, tmp_path / "e", regions=True, progress=False)
+    with pytest.raises(InputError, match="--labels and --regions cannot be combined"):
+        evaluate_folders(pred, gt, tmp_path / "e", labels=[1], regions=True, progress=False)
+    (tmp_path / "plain" / "dataset.json").unlink()
+    with pytest.raises(InputError, match=r"--regions: no dataset.json in .* pass --dataset"):
+        evaluate_folders(pred, gt, tmp_path / "e", regions=True, progress=False)
+    # an explicit --dataset (folder or file) and a regions mapping both work
+    other = tmp_path / "brats"
+    other.mkdir()
+    (other / "dataset.json").write_text(json.dumps({"labels": BRATS_LABELS, "regions_class_order": [1, 2, 3]}))
+    summary = evaluate_folders(pred, gt, tmp_path / "e", regions=True, dataset=other, progress=False)
+    assert list(summary["regions"]) == list(REGIONS)
+    summary = evaluate_folders(pred, gt, tmp_path / "e", regions={"any": [1, 2]}, progress=False)
+    assert summary["classes"]["1"]["name"] == "any"
+
+
+def test_lesion_wise_outputs_per_region(tmp_path):
+    pred_dir, gt_dir = _brats_like(tmp_path / "d")
+    out = tmp_path / "e"
+    summary = evaluate_folders(pred_dir, gt_dir, out, regions=True, lesion_wise=True, size_bins=[20, 200],
+                               progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["lesions.csv", "metrics.csv", "report.html", "summary.json"]
+    table = list(csv.DictReader((out / "lesions.csv").open()))
+    assert list(table[0]) == ["case", "label", "name", "status", "ref_lesion", "pred_lesion", "volume_mm3",
+                              "ref_volume_mm3", "pred_volume_mm3", "iou", "dice", "hd95"]
+    et = [r for r in table if r["name"] == "enhancing_tumor"]
+    # one enhancing lesion per case (27 voxels * 1.6 mm^3 = 43.2 mm^3): found in cases 0 and 2,
+    # missed in case 1 (FN); case 2 adds a spurious 2x2x2 blob (FP, 12.8 mm^3)
+    assert [(r["case"], r["status"]) for r in et] == [("case_000", "TP"), ("case_001", "FN"),
+                                                       ("case_002", "TP"), ("case_002", "FP")]
+    assert float(et[1]["volume_mm3"]) == pytest.approx(43.2) and float(et[1]["hd95"]) == 374.0
+    assert float(et[3]["volume_mm3"]) == pytest.approx(12.8)
+    lesions = json.loads((out / "summary.json").read_text())["lesions"]
+    et_summary = lesions["3"]
+    assert (et_summary["tp"], et_summary["fp"], et_summary["fn"]) == (2, 1, 1)
+    assert et_summary["f1"] == pytest.approx(4 / 6)  # 2 TP / (2 TP + FP + FN)
+    assert [b["bin"] for b in et_summary["recall_by_size"]] == ["<20", "20-200", ">=200"]
+    assert et_summary["recall_by_size"][1]["lesions"] == 3 and et_summary["recall_by_size"][1]["detected"] == 2
+    # case 1 scores (0 + ...)/1 lesion = 0, so the mean lesion Dice is below the matched-lesion mean
+    assert et_summary["lesion_dice"] < et_summary["matched_dice"]
+    # whole tumour: found in every case; the spurious enhancing blob is outside it, a FP there too
+    assert (lesions["1"]["tp"], lesions["1"]["fp"], lesions["1"]["fn"]) == (3, 1, 0)
+    assert summary["lesion_settings"]["worst_distance_mm"] == 374.0
+    page = (out / "report.html").read_text()
+    assert "Lesion-wise detection" in page and "detection rate by lesion size" in page and "case_001" in page
+
+
+def test_logs_into_an_existing_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    import mlflow
+
+    pred, gt = _make_dataset(tmp_path / "d", n_cases=2)
+    uri = (tmp_path / "mlruns").as_uri()
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("train")).info.run_id
+    summary = evaluate_folders(pred, gt, tmp_path / "e", tracking_uri=uri, run_id=run_id, lesion_wise=True,
+                               progress=False)
+    assert summary["mlflow_run_id"] == run_id and "mlflow_error" not in summary
+    assert "eval_lesion_f1_tumour" in client.get_run(run_id).data.metrics
+    assert mlflow.active_run() is None
+    summary = evaluate_folders(pred, gt, tmp_path / "e", tracking_uri=uri, run_id="0" * 32, progress=False)
+    assert "mlflow_run_id" not in summary and summary["mlflow_error"].startswith(uri)
+    assert "mlflow_run_id" not in evaluate_folders(pred, gt, tmp_path / "e", progress=False)  # no flags: no MLflow
