@@ -120,10 +120,20 @@ def write_schema(path: str | Path) -> Path:
 def validate_metadata(metadata: dict[str, Any]) -> list[str]:
     """Every schema violation of ``metadata``, as ``"<json path>: <message>"`` (empty when valid).
 
-    Uses the validator class the schema's dialect names, as MONAI's ``verify_metadata`` does.
+    Uses the validator class the schema's dialect names, as MONAI's ``verify_metadata`` does. Where
+    an object fails to be an argument (``anyOf``), the messages are those of the tensor rules it
+    breaks (``'num_channels' is a required property``) rather than "not valid under any of the
+    given schemas".
     """
     from jsonschema.validators import validator_for
 
     validator = validator_for(META_SCHEMA)(META_SCHEMA)
-    errors = sorted(validator.iter_errors(metadata), key=lambda e: list(e.absolute_path))
-    return [f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors]
+    out = []
+    for error in sorted(validator.iter_errors(metadata), key=lambda e: [str(p) for p in e.absolute_path]):
+        causes = [c for c in error.context or [] if c.relative_schema_path and c.relative_schema_path[0] == _TENSOR_BRANCH]
+        for e in (causes if error.validator == "anyOf" and isinstance(error.instance, dict) and causes else [error]):
+            out.append(f"{'/'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}")
+    return list(dict.fromkeys(out))  # network_data_format matches a property and the *_data_format pattern
+
+
+_TENSOR_BRANCH = _ARGUMENT["anyOf"].index({"$ref": "#/$defs/tensor"})

@@ -61,7 +61,22 @@ def export_torchscript(bundle_dir: str | Path, filepath: str | Path | None = Non
     out = Path(filepath) if filepath else root / "models" / "model.ts"
     ckpt_export(net_id="network_def", filepath=str(out), ckpt_file=str(root / "models" / "model.pt"),
                 meta_file=meta, config_file=infer, bundle_root=str(root), **dict(overrides or {}))
+    _strip_debug_info(out)
     return out
+
+
+def _strip_debug_info(path: Path) -> None:
+    """Drop TorchScript's ``*.debug_pkl`` records (source ranges naming the absolute paths of this machine's
+    Python files): the archive then holds no path of the machine that made it, and loads and runs the same."""
+    import os
+    import zipfile
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            if not info.filename.endswith(".debug_pkl"):
+                dst.writestr(info, src.read(info.filename))
+    os.replace(tmp, path)
 
 
 def torchscript_max_difference(bundle_dir: str | Path, seed: int = 0,
@@ -157,6 +172,11 @@ def _verify_metadata(meta: str) -> str:
         raise RuntimeError("MONAI's verify_metadata needs the 'jsonschema' package (pip install jsonschema)")
     from monai.bundle import verify_metadata
 
+    from medseg.bundle.schema import validate_metadata
+
+    problems = validate_metadata(json.loads(Path(meta).read_text()))
+    if problems:
+        raise InputError("metadata.json does not follow MONAI's schema: " + "; ".join(problems))
     with tempfile.TemporaryDirectory() as tmp:  # always medseg's schema, whatever copy the bundle ships
         verify_metadata(meta_file=meta, filepath=write_schema(Path(tmp) / "meta_schema.json"))
     return "metadata valid against MONAI's meta_schema_20240725 (offline equivalent)"

@@ -17,7 +17,7 @@ from tests.bundle.conftest import BUNDLE, TINY_OVERRIDES, monai_bundle
 
 SPEC_FILES = ["configs/metadata.json", "configs/train.json", "configs/evaluate.json", "configs/inference.json",
               "configs/multi_gpu_train.json", "configs/logging.conf", "docs/README.md", "LICENSE",
-              "models/.gitkeep", SCHEMA_FILE]
+              "models/.gitkeep", "large_files.yml", "docs/data_license.txt", SCHEMA_FILE]
 
 
 def test_bundle_has_every_spec_file():
@@ -49,6 +49,11 @@ def test_train_and_overrides_load_untrusted():
     # the override file's keys replace train.json's: DDP network, sampler instead of shuffling
     assert multi["network"]["_target_"] == "medseg.bundle.components.distributed_network"
     assert multi["train#dataloader#shuffle"] is False
+    # every rank validates (no rank filter on the trainer's handlers); only writers are rank-0 only
+    override = json.loads((BUNDLE / "configs" / "multi_gpu_train.json").read_text())
+    assert not [k for k in override if "handlers" in k]
+    train = load_config(BUNDLE / "configs" / "train.json")
+    assert [h.get("_disabled_") for h in train["validate#handlers"]] == ["@is_not_rank0", "@is_not_rank0"]
     evaluate = load_config([BUNDLE / "configs" / "train.json", BUNDLE / "configs" / "evaluate.json"])
     assert evaluate["run"] == [{"_target_": "medseg.bundle.components.run_engine", "engine": "@validate#evaluator"}]
 
@@ -67,11 +72,11 @@ def test_verify_metadata_offline_with_local_schema(tmp_path):
     shutil.copytree(BUNDLE, bundle)
     monai_bundle("verify_metadata", bundle, meta_file="configs/metadata.json", filepath=SCHEMA_FILE)
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
-    del meta["network_data_format"]["inputs"]["image"]["channel_def"]
+    del meta["network_data_format"]["inputs"]["image"]["num_channels"]
     (bundle / "bad.json").write_text(json.dumps(meta))
     from monai.bundle import verify_metadata
 
-    with pytest.raises(ValueError, match="'channel_def' is a required property"):
+    with pytest.raises(ValueError, match="'num_channels' is a required property"):
         verify_metadata(meta_file=str(bundle / "bad.json"), filepath=str(bundle / SCHEMA_FILE))
 
 
