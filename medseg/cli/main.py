@@ -17,6 +17,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 COMMANDS: dict[str, str] = {
     "synth": "medseg.cli.synth",
     "check": "medseg.cli.check",
+    "plan": "medseg.cli.plan",
     "train": "medseg.cli.train",
     "predict": "medseg.cli.predict",
     "evaluate": "medseg.cli.evaluate",

@@ -1,9 +1,12 @@
-"""Cross-validation: a fold-annotated datalist and the summary of several ``medseg train --fold K`` runs.
+"""Cross-validation: the summary of several ``medseg train --fold K`` runs and the post-processing they imply.
 
 Folds are patient-wise and seeded (:func:`medseg.data.datalist.kfold_split`): every case id is in
 exactly one validation fold. The summary takes each run's best validation epoch (highest
 ``val_mean_dice`` in ``metrics.jsonl``) and reports, per metric, the mean and the spread (sample
 standard deviation, min, max) across folds -- the numbers a cross-validation table shows.
+:func:`determine_postprocessing` predicts every run's validation cases and decides, from all of
+them together, which post-processing raises the cross-validated Dice
+(:mod:`medseg.engine.postprocess`).
 """
 
 from __future__ import annotations
@@ -14,38 +17,33 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import InputError
+from medseg.utils.rundir import (
+    CONFIG_FILE,
+    DATALIST_FILE,
+    JOURNAL_FILE,
+    VAL_KEY_METRIC,
+    VAL_PREFIX,
+    best_record,
+)
 
-__all__ = ["fold_datalist", "fold_result", "summarize_folds", "SUMMARY_METRICS"]
+__all__ = ["fold_result", "summarize_folds", "determine_postprocessing", "SUMMARY_METRICS"]
 
 #: metrics summarised across folds (foreground-class means of the validation metrics)
 SUMMARY_METRICS = ("mean_dice", "mean_hd95")
 
 
-def fold_datalist(dataset_dir: str | Path, folds: int = 5, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
-    """MONAI-style datalist of a dataset with a ``"fold"`` on every training case (and the test list)."""
-    from medseg.data.datalist import kfold_split, load_dataset
-
-    dataset = load_dataset(dataset_dir)
-    groups = kfold_split(dataset.training, folds=folds, seed=seed)
-    training = [{**item, "fold": k} for k, group in enumerate(groups) for item in group]
-    training.sort(key=lambda it: it["case_id"])
-    return {"training": training, "test": list(dataset.test)}
-
-
 def fold_result(run_dir: str | Path) -> dict[str, Any]:
     """Fold number, best epoch and best-epoch validation metrics of one training run."""
     run = Path(run_dir)
-    config_file, journal = run / "config.json", run / "metrics.jsonl"
+    config_file, journal = run / CONFIG_FILE, run / JOURNAL_FILE
     if not config_file.is_file() or not journal.is_file():
-        raise InputError(f"{run}: not a medseg training run (needs config.json and metrics.jsonl)")
+        raise InputError(f"{run}: not a medseg training run (needs {CONFIG_FILE} and {JOURNAL_FILE})")
     config = json.loads(config_file.read_text())
-    records = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
-    scored = [r for r in records if "val_mean_dice" in r["metrics"]]
-    if not scored:
+    best = best_record(run, VAL_KEY_METRIC)
+    if best is None:
         raise InputError(f"{journal}: no validated epoch yet")
-    best = max(scored, key=lambda r: r["metrics"]["val_mean_dice"])
-    metrics = {k[len("val_"):]: (float(v) if math.isfinite(float(v)) else None)
-               for k, v in best["metrics"].items() if k.startswith("val_")}
+    metrics = {k[len(VAL_PREFIX):]: (float(v) if math.isfinite(float(v)) else None)
+               for k, v in best["metrics"].items() if k.startswith(VAL_PREFIX)}
     hd95 = [v for k, v in metrics.items() if k.startswith("hd95_") and v is not None]
     metrics.setdefault("mean_hd95", sum(hd95) / len(hd95) if hd95 else None)
     return {"run_dir": str(run.resolve()), "fold": int(config["fold"]), "folds": int(config["folds"]),
@@ -78,3 +76,37 @@ def summarize_folds(run_dirs: list[str | Path]) -> dict[str, Any]:
     names = sorted({k for r in results for k in r["metrics"]})
     summary = {name: _spread([r["metrics"].get(name) for r in results]) for name in names}
     return {"folds": [r["fold"] for r in results], "of": results[0]["folds"], "runs": results, "summary": summary}
+
+
+def determine_postprocessing(run_dirs: list[str | Path], device: str = "auto") -> dict[str, Any]:
+    """Predict each run's validation cases, decide the post-processing, and store it in every run."""
+    import nibabel as nib
+    import numpy as np
+
+    from medseg.engine.network import resolve_device
+    from medseg.engine.postprocess import decide_postprocessing, save_postprocessing
+    from medseg.engine.predict import (
+        check_ensemble,
+        load_model,
+        predict_probabilities,
+        probabilities_to_labels,
+    )
+
+    dev = resolve_device(device)
+    models = [load_model(r, dev) for r in run_dirs]
+    check_ensemble(models, [str(r) for r in run_dirs])
+    pairs = []
+    for run, lm in zip(run_dirs, models, strict=True):
+        datalist = Path(run) / DATALIST_FILE
+        if not datalist.is_file():
+            raise InputError(f"{run}: no {DATALIST_FILE}; post-processing needs the run's validation cases")
+        for case in json.loads(datalist.read_text())["validation"]:
+            probs = predict_probabilities(lm, case["image"], dev)
+            gt = nib.load(case["label"])
+            labels = np.rint(np.asarray(gt.dataobj)).astype(np.int16).reshape(gt.shape[:3])
+            pairs.append((probabilities_to_labels(probs, lm.plan), labels,
+                          tuple(float(z) for z in gt.header.get_zooms()[:3])))
+    decision = decide_postprocessing(pairs, models[0].plan)
+    decision["validation_cases"] = len(pairs)
+    save_postprocessing(decision, run_dirs)
+    return decision

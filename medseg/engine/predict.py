@@ -219,8 +219,8 @@ def predict(model: str | Path | Sequence[str | Path], inputs: str | Path, output
     ``model`` is one run directory / checkpoint or several (an ensemble: their probabilities are
     averaged). ``inputs`` is a NIfTI file, a folder of them (4D files, or nnU-Net ``CASE_XXXX``
     channel files grouped per case), or a folder holding one DICOM series. With
-    ``save_probabilities`` the averaged probabilities go to ``<case_id>_probabilities.nii.gz``
-    (float32, channels last, on the input's grid).
+    ``save_probabilities`` the averaged probabilities go to ``probabilities/<case_id>.nii.gz``
+    (float32, channels last, on the input's grid), ready to be averaged with other machines' later.
     """
     from tqdm import tqdm
 
@@ -258,7 +258,7 @@ def predict(model: str | Path | Sequence[str | Path], inputs: str | Path, output
             _write_nifti(mask, _reference(image), target, np.uint8)
             if save_probabilities:
                 _write_nifti(np.moveaxis(np.asarray(probs), 0, -1), _reference(image),
-                             out / f"{cid}_probabilities.nii.gz", np.float32)
+                             out / "probabilities" / f"{cid}.nii.gz", np.float32)
         written.append(target)
     if rules and written:
         atomic_write_text(out / POSTPROCESSING_FILE, json.dumps(rules, indent=2) + "\n")

@@ -8,17 +8,17 @@ import statistics
 import pytest
 
 from medseg.cli.main import main
-from medseg.engine.crossval import fold_datalist, summarize_folds
+from medseg.data.datalist import kfold_split, load_dataset
+from medseg.engine.crossval import summarize_folds
 from medseg.errors import InputError
 
 
-def test_fold_datalist_is_patient_wise_and_seeded(tiny_dataset):
-    a = fold_datalist(tiny_dataset, folds=3, seed=7)
-    assert fold_datalist(tiny_dataset, folds=3, seed=7) == a
-    folds = [it["fold"] for it in a["training"]]
-    assert sorted(set(folds)) == [0, 1, 2] and [folds.count(k) for k in range(3)] == [2, 2, 2]  # 6 cases
-    assert len({it["case_id"] for it in a["training"]}) == 6
-    assert len(a["test"]) == 2
+def test_folds_are_patient_wise_and_seeded(tiny_dataset):
+    training = load_dataset(tiny_dataset).training
+    a = kfold_split(training, folds=3, seed=7)
+    assert kfold_split(training, folds=3, seed=7) == a
+    assert [len(g) for g in a] == [2, 2, 2]  # 6 cases
+    assert len({it["case_id"] for g in a for it in g}) == 6
 
 
 def test_summary_needs_runs(tmp_path):
@@ -48,6 +48,15 @@ def test_two_folds_and_their_summary(tmp_path, tiny_dataset, capsys):
     assert summary["summary"]["mean_dice"]["mean"] == pytest.approx(statistics.mean(dice))
     assert summary["summary"]["mean_dice"]["std"] == pytest.approx(statistics.stdev(dice))
     assert summary["summary"]["mean_hd95"]["n"] >= 1
+
+    assert main(["crossval", *map(str, runs), "--postprocess", "--device", "cpu"]) == 0
+    decisions = [json.loads((r / "postprocessing.json").read_text()) for r in runs]
+    assert decisions[0] == decisions[1] and decisions[0]["validation_cases"] == sum(map(len, val))
+    assert set(decisions[0]["dice_before"]) == {"1", "2"}
+    for k, rule in decisions[0]["structures"].items():  # adopted only where it raised the validation Dice
+        assert decisions[0]["dice_after"][k] >= decisions[0]["dice_before"][k]
+        assert rule in [t["rule"] for t in decisions[0]["tried"][k]]
+    assert "post-processing from" in capsys.readouterr().out
 
     assert main(["crossval", str(runs[0]), str(runs[0])]) == 2
     assert "fold 0 appears twice" in capsys.readouterr().err
