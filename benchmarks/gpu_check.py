@@ -133,7 +133,7 @@ def _peak_mb(device: torch.device) -> float | None:
 
 def _train_row(device: torch.device, amp: str | None, quick: bool) -> dict[str, Any]:
     size = (96,) * 3 if device.type == "cuda" else (32,) * 3
-    warmup, steps = (1, 2) if quick else ((5, 20) if device.type == "cuda" else (2, 5))
+    warmup, steps = (1, 2) if quick else ((10, 50) if device.type == "cuda" else (2, 5))
     torch.manual_seed(0)
     net = build_network(NUM_CLASSES).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
@@ -172,7 +172,7 @@ def _infer_row(device: torch.device, amp: str | None, quick: bool) -> dict[str, 
         volume, roi = (192, 192, 128), (96, 96, 96)
     else:
         volume, roi = ((48, 48, 32) if quick else (64, 64, 48)), (32, 32, 32)
-    warmup, runs = (1, 1) if quick else ((2, 5) if device.type == "cuda" else (1, 2))
+    warmup, runs = (1, 1) if quick else ((3, 10) if device.type == "cuda" else (1, 2))
     torch.manual_seed(0)
     net = build_network(NUM_CLASSES).to(device).eval()
     inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=4, overlap=0.5, mode="gaussian")
