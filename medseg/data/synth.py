@@ -15,8 +15,8 @@ Options beyond the default dataset (which they leave unchanged, byte for byte):
   phases; MR: T1, T2, FLAIR, T1ce). MSD layout stores them in one 4D file, channels last; nnU-Net
   layout in ``CASE_0000 .. CASE_{N-1}`` files. ``decoy_channel``: every channel but the last is
   pure Gaussian noise, so only the last one shows the anatomy (a test that channels are read).
-- ``regions``: BraTS-like labels: 1 = organ rim (the outer 30% of the organ's depth, its own
-  intensity), 2 = organ core, 3 = lesion, with nnU-Net regions whole = {1, 2, 3},
+- ``regions``: BraTS-like labels: 1 = organ rim (the outer 30% of the organ's depth and at least
+  one voxel along every axis, with its own intensity), 2 = organ core, 3 = lesion, with nnU-Net regions whole = {1, 2, 3},
   core = {2, 3}, lesion = {3} and ``regions_class_order`` [1, 2, 3].
 - ``vessels``: a thin contrast-filled tubular tree (a trunk and two branches, 3-4 voxels across)
   beside the organ, with its own label (the next label value).
@@ -194,7 +194,7 @@ def synthesise_case(cfg: SynthConfig, stream: np.random.SeedSequence) -> tuple[n
     label[organ] = 1
     if cfg.regions and organ.any():
         depth = ndimage.distance_transform_edt(organ, sampling=cfg.spacing)
-        rim = organ & (depth <= RIM_DEPTH * depth.max())
+        rim = organ & (depth <= max(RIM_DEPTH * depth.max(), max(cfg.spacing)))  # >= 1 voxel on every axis
         tissue[rim] = _RIM_T
         label[organ] = 2
         label[rim] = 1
