@@ -181,7 +181,7 @@ def _train(p: BundleParams) -> dict[str, Any]:
             "trainer": {"_target_": "SupervisedTrainer", "max_epochs": _ref("epochs"), "device": _ref("device"),
                         "train_data_loader": "@train#dataloader", "network": _ref("network"),
                         "loss_function": _ref("loss"), "optimizer": _ref("optimizer"), "inferer": "@train#inferer",
-                        "train_handlers": "@train#handlers", "decollate": False},
+                        "train_handlers": "@train#handlers"},
         },
         "validate": _validate_section(p, "validation", [stats, saver]),
         "initialize": [{"_target_": "monai.utils.set_determinism", "seed": _ref("seed")}],
