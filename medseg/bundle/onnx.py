@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,11 +235,14 @@ def _first_argument(network: torch.nn.Module) -> str:
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """Hide the exporter's notices about optional torchvision operators (not used by 3D U-Nets)."""
+    """Hide the exporter's notices about optional torchvision operators (not used by 3D U-Nets) and
+    about DynUNet's deep-supervision list, which eval mode leaves unused."""
     quiet = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"The tensor attributes .*heads.* were assigned during export")
+            yield
     finally:
         quiet.setLevel(level)

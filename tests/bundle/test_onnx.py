@@ -98,3 +98,21 @@ def test_bundle_export_writes_a_matching_onnx(tmp_path, tiny_run, capsys):
             expected = net(x).numpy()
         got = session.run(None, {"image": x.numpy()})[0]
         assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_export_run_onnx_matches_the_run_network(tmp_path, tiny_run):
+    import onnxruntime as ort
+
+    from medseg.bundle.onnx import export_run_onnx
+    from medseg.engine.predict import load_model
+
+    exported = export_run_onnx(tiny_run.run_dir, tmp_path / "model.onnx")
+    assert exported.dynamic_axes == (0, 2, 3, 4) and exported.input_shape[1] == 1
+    net = load_model(tiny_run.run_dir, torch.device("cpu")).network
+    session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 1, 24, 16, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = net(x).numpy()
+    got = session.run(None, {"image": x.numpy()})[0]
+    assert got.shape == expected.shape and np.abs(got - expected).max() <= 1e-4
