@@ -14,11 +14,15 @@ import sys
 
 from medseg.errors import InputError
 
-__all__ = ["add_arguments", "run", "HD_CONVENTIONS"]
+__all__ = ["add_arguments", "run", "HD_CONVENTIONS", "MATCH_IOU", "LESION_WORST_MM", "SIZE_BINS_MM3"]
 
 # spelled out so that `medseg --help` does not import scipy; a test keeps it equal to
 # medseg.metrics.CONVENTIONS
 HD_CONVENTIONS = ("monai", "medpy", "surface_distance")
+# likewise medseg.metrics.lesion's MATCH_IOU_THRESHOLD, BRATS_WORST_DISTANCE_MM, DEFAULT_SIZE_BINS_MM3
+MATCH_IOU = 0.5
+LESION_WORST_MM = 374.0
+SIZE_BINS_MM3 = (10.0, 100.0, 1000.0, 10000.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also match connected components (26-connected) one-to-one by IoU and write lesions.csv "
                              "with detection (TP/FP/FN, F1, recall by size) and BraTS lesion-wise Dice/HD95")
     parser.add_argument("--size-bins", type=float, nargs="+", default=None, metavar="MM3",
-                        help="lesion-size bin edges in mm^3 for recall by size (default: 10 100 1000 10000)")
-    parser.add_argument("--match-iou", type=float, default=0.5, metavar="X",
-                        help="lesion matching threshold: IoU >= X (default 0.5, as panoptica)")
-    parser.add_argument("--lesion-worst-distance", type=float, default=374.0, metavar="MM",
-                        help="HD95 of a missed or spurious lesion (default 374 mm, as BraTS 2023)")
+                        help="lesion-size bin edges in mm^3 for recall by size (default: "
+                             f"{' '.join(f'{b:g}' for b in SIZE_BINS_MM3)})")
+    parser.add_argument("--match-iou", type=float, default=MATCH_IOU, metavar="X",
+                        help=f"lesion matching threshold: IoU >= X (default {MATCH_IOU:g}, as panoptica)")
+    parser.add_argument("--lesion-worst-distance", type=float, default=LESION_WORST_MM, metavar="MM",
+                        help=f"HD95 of a missed or spurious lesion (default {LESION_WORST_MM:g} mm, as BraTS 2023)")
     parser.add_argument("--tracking-uri", default=None, metavar="URI",
                         help="log the evaluation to this MLflow store (as medseg train: default $MLFLOW_TRACKING_URI "
                              "or sqlite:///./mlflow.db); logging happens when --tracking-uri, --experiment or "
@@ -80,14 +85,13 @@ def run(args: argparse.Namespace) -> int:
     bins = args.size_bins
     if bins is not None and (any(b <= 0 for b in bins) or any(b >= c for b, c in zip(bins, bins[1:], strict=False))):
         raise InputError(f"--size-bins must be increasing volumes > 0 mm^3, got {bins}")
-    extra = {"size_bins": bins} if bins is not None else {}
     summary = evaluate_folders(
         args.pred_dir, args.gt_dir, args.out, labels=args.labels, hd_convention=args.hd_convention,
         nsd_tolerance=args.nsd_tolerance, workers=args.workers, image_dir=args.images,
         worst_distance=args.worst_distance, regions=args.regions, dataset=args.dataset,
         lesion_wise=args.lesion_wise, iou_threshold=args.match_iou, lesion_worst_distance=args.lesion_worst_distance,
         tracking_uri=args.tracking_uri, experiment=args.experiment, run_id=args.run_id,
-        progress=not args.no_progress, **extra,
+        progress=not args.no_progress, size_bins=SIZE_BINS_MM3 if bins is None else bins,
     )
     print(f"evaluated {summary['n_cases']} cases (HD convention: {summary['hd_convention']})")
     for entry in summary["classes"].values():

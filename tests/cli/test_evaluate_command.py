@@ -148,3 +148,13 @@ def test_tracking_uri_logs_a_new_evaluation_run(tmp_path, capsys, monkeypatch):
     client = MlflowClient(uri)
     [run] = client.search_runs([client.get_experiment_by_name("medseg-evaluate").experiment_id])
     assert run.info.status == "FINISHED" and "eval_dice_liver" in run.data.metrics
+
+
+def test_lesion_defaults_are_the_metric_defaults():
+    # the CLI spells them out so that `medseg --help` does not import scipy
+    from medseg.cli import evaluate as cli
+    from medseg.metrics import lesion
+
+    assert cli.MATCH_IOU == lesion.MATCH_IOU_THRESHOLD
+    assert cli.LESION_WORST_MM == lesion.BRATS_WORST_DISTANCE_MM
+    assert cli.SIZE_BINS_MM3 == lesion.DEFAULT_SIZE_BINS_MM3
