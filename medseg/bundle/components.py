@@ -71,7 +71,7 @@ def image_datalist(dataset_dir: str, part: str = "test") -> list[dict[str, str]]
         dataset = load_dataset(root)
         items = dataset.test if part == "test" else dataset.training
         return [{"image": it["image"]} for it in items]
-    return [{"image": str(p.resolve())} for p in find_inputs(root)]
+    return [{"image": str(Path(source).resolve())} for _case, source in find_inputs(root)]
 
 
 def to_device(module: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:

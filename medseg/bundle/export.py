@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,11 +22,11 @@ from typing import Any
 
 import torch
 
-from medseg.bundle.readme import LICENSE_TEXT, bundle_readme
+from medseg.bundle.large_files import write_large_files
 from medseg.bundle.template import BundleParams, write_bundle
 from medseg.errors import InputError
 
-__all__ = ["export_run", "params_from_run", "find_report", "report_metrics"]
+__all__ = ["export_run", "params_from_run", "find_report", "report_metrics", "portable"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,14 +76,14 @@ def params_from_run(run_dir: Path, payload: dict[str, Any], name: str,
     labels = {int(k): v for k, v in payload.get("labels", {}).items()} or {0: "background", 1: "foreground"}
     return BundleParams(
         name=name, changelog={"0.1.0": f"exported from medseg run {run_dir.name} (epoch {payload.get('epoch')})"},
-        dataset_dir=str(Path(cfg["data"]).resolve()), labels=labels, modality=str(payload.get("modality", "CT")),
+        labels=labels, modality=str(payload.get("modality", "CT")),
         channels=tuple(cfg["channels"]), strides=tuple(cfg["strides"]), num_res_units=int(cfg["num_res_units"]),
         pixdim=tuple(cfg["pixdim"]), patch_size=tuple(cfg["patch_size"]), hu_window=tuple(cfg["hu_window"]),
         loss=cfg["loss"], loss_args=dict(cfg.get("loss_args") or {}), epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
         weight_decay=float(cfg["weight_decay"]), batch_size=int(cfg["batch_size"]),
         samples_per_case=int(cfg["samples_per_case"]), fold=int(cfg["fold"]), folds=int(cfg["folds"]),
         seed=int(cfg["seed"]), eval_metrics=metrics,
-        data_source=f"{Path(cfg['data']).resolve()} (MSD / nnU-Net v2 layout)")
+        data_source=f"dataset `{Path(cfg['data']).resolve().name}` (MSD / nnU-Net v2 layout)")
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, report: str | Path | None = None,
@@ -110,20 +111,23 @@ def export_run(run_dir: str | Path, out_dir: str | Path, report: str | Path | No
         metrics = _validation_metrics(run)
         source = f"best validation epoch of {run / 'metrics.jsonl'}"
     params = params_from_run(run, payload, name or out.name, metrics)
-    provenance = (f"Exported from the medseg training run `{run.resolve()}` (checkpoint `{ckpt.name}`, epoch "
-                  f"{payload.get('epoch')}); evaluation metrics from the {source}.\n")
+    provenance = (f"Exported from the medseg training run `{run.resolve().name}` (checkpoint `{ckpt.name}`, epoch "
+                  f"{payload.get('epoch')}); evaluation metrics from the "
+                  f"{portable(source, _anchors(run, payload['config']))}.\n")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        write_bundle(tmp, params, bundle_readme(params, provenance), LICENSE_TEXT)
+        write_bundle(tmp, params, provenance)
         torch.save(payload["model"], tmp / "models" / "model.pt")
-        for f in ("config.json", "datalist.json"):
-            if (run / f).is_file():
+        anchors = _anchors(run, payload["config"])
+        copies = [(run / f, f) for f in ("config.json", "datalist.json")]
+        copies += [(summary_path, "evaluation_summary.json")] if summary_path is not None else []
+        for src, name in copies:
+            if src.is_file():
+                text = json.dumps(portable(json.loads(src.read_text()), anchors), indent=2) + "\n"
                 (tmp / "docs" / "training_run").mkdir(parents=True, exist_ok=True)
-                shutil.copy2(run / f, tmp / "docs" / "training_run" / f)
-        if summary_path is not None:
-            shutil.copy2(summary_path, tmp / "docs" / "training_run" / "evaluation_summary.json")
+                (tmp / "docs" / "training_run" / name).write_text(text)
         if torchscript:
             from medseg.bundle.verify import export_torchscript
 
@@ -132,6 +136,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, report: str | Path | No
             from medseg.bundle.onnx import export_run_onnx
 
             export_run_onnx(ckpt, tmp / "models" / "model.onnx")
+        write_large_files(tmp)  # last: every weight file is in models/ by now
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -140,3 +145,29 @@ def export_run(run_dir: str | Path, out_dir: str | Path, report: str | Path | No
         raise
     logger.info("bundle written to %s (metrics from the %s)", out, source)
     return out
+
+
+def portable(value: Any, anchors: dict[str, str]) -> Any:
+    """``value`` (str, list, dict) with absolute paths made relative.
+
+    A path under one of ``anchors`` (absolute folder -> placeholder, e.g. the dataset folder ->
+    ``"<dataset_dir>"``) becomes ``placeholder/relative/part``; any other absolute path keeps only
+    its last component. An exported bundle thus names no folder of the machine it was made on.
+    """
+    if isinstance(value, dict):
+        return {k: portable(v, anchors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, anchors) for v in value]
+    if not isinstance(value, str):
+        return value
+    for folder, placeholder in sorted(anchors.items(), key=lambda kv: -len(kv[0])):
+        value = value.replace(folder, placeholder)
+    return _ABSOLUTE.sub(lambda m: Path(m.group(0)).name, value)
+
+
+_ABSOLUTE = re.compile(r"(?<![\w.<>:/])/(?:[^\s/'\"`,;()<>]+/)*[^\s/'\"`,;()<>]+")
+
+
+def _anchors(run: Path, cfg: dict[str, Any]) -> dict[str, str]:
+    return {str(Path(cfg["data"]).resolve()): "<dataset_dir>", str(run.resolve()): "<run_dir>",
+            str(run.resolve().parent): "<runs>"}

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from medseg.bundle.large_files import check_large_files
 from medseg.cli.main import main
-from tests.bundle.conftest import monai_bundle
+from tests.bundle.conftest import REPO, monai_bundle
+from tests.bundle.test_portable import absolute_paths
 
 
 def test_export_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
@@ -46,7 +49,13 @@ def test_exported_run_passes_checks_and_matches_predict(tmp_path, tiny_run, tiny
     else:  # only verify_metadata can fail, and it says why
         assert code == 2 and "FAIL  verify_metadata" in report and "jsonschema" in report
 
-    monai_bundle("run", out, config_file="configs/inference.json", output_dir=str(tmp_path / "bundle_seg"))
+    # portable: no folder of this machine in any file; runs unchanged once copied elsewhere
+    assert absolute_paths(out, tmp_path, tiny_dataset, tiny_run.run_dir, REPO) == []
+    assert check_large_files(out) == "2 file(s) match their hashes"  # model.pt and model.ts
+    moved = tmp_path / "elsewhere" / "bundle"
+    shutil.copytree(out, moved)
+    monai_bundle("run", moved, config_file="configs/inference.json", dataset_dir=str(tiny_dataset / "imagesTs"),
+                 output_dir=str(tmp_path / "bundle_seg"))
     main(["predict", "--model", str(tiny_run.run_dir), "--input", str(tiny_dataset / "imagesTs"),
           "--output", str(tmp_path / "medseg_seg")])
     for case in ("case_006", "case_007"):
