@@ -31,7 +31,6 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -190,7 +189,7 @@ def export_run_onnx(run: str | Path, path: str | Path, tolerance: float = 1e-4) 
     require_onnx()
     loaded = load_model(run, torch.device("cpu"))
     channels = input_channels(loaded.network)
-    patch = _patch_size(loaded)
+    patch = tuple(int(s) for s in loaded.plan.patch_size)
     exported = export_onnx(loaded.network, path, channels, patch)
     shapes = [(2, channels, *patch)]
     if set(exported.dynamic_axes) >= {0, 2}:
@@ -203,13 +202,6 @@ def export_run_onnx(run: str | Path, path: str | Path, tolerance: float = 1e-4) 
                            + f" (tolerance {tolerance:g})")
     logger.info("ONNX == eager within %g on %s", tolerance, [c.shape for c in checks])
     return exported
-
-
-def _patch_size(loaded: Any) -> tuple[int, ...]:
-    """The training patch size: from the model's plan where it has one, else from its config."""
-    plan = getattr(loaded, "plan", None)
-    size = plan.patch_size if plan is not None else loaded.config["patch_size"]
-    return tuple(int(s) for s in size)
 
 
 @contextlib.contextmanager
