@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from medseg.data.dicom import dicom_series_to_nifti
-from medseg.engine.predict import predict
+from medseg.engine.predict import find_inputs, predict
 from medseg.errors import InputError
 
 SPACING = (0.8, 0.8, 2.5)
@@ -57,7 +57,7 @@ def test_predict_on_a_series_folder(tiny_run, tiny_dataset, tmp_path):
 def test_folder_without_images_or_series(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="holds no .nii/.nii.gz files and no DICOM series"):
-        predict(tmp_path, tmp_path / "empty", tmp_path / "out", loaded=object())  # type: ignore[arg-type]
+        find_inputs(tmp_path / "empty")
 
 
 def test_two_series_in_one_folder_is_ambiguous(tmp_path):

@@ -81,8 +81,6 @@ def test_check_refuses_a_missing_channel_file(both_layouts, tmp_path, capsys):
         load_dataset(root)
 
 
-@pytest.mark.xfail(strict=True, reason="medseg check does not yet report a channel file beyond the declared "
-                                       "channels (load_dataset does)")
 def test_check_refuses_an_extra_channel_file(both_layouts, tmp_path, capsys):
     root = _copy(both_layouts, tmp_path)
     shutil.copy(root / "imagesTr/case_001_0001.nii.gz", root / "imagesTr/case_001_0002.nii.gz")
