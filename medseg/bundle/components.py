@@ -8,7 +8,7 @@ so the configs also load with :func:`medseg.bundle.trust.load_config` (no ``$`` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
