@@ -16,8 +16,10 @@ after patch sampling, so sampling still balances the label values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from monai import transforms as mt
@@ -67,13 +69,30 @@ def nonzero(image: torch.Tensor) -> torch.Tensor:
     return image != 0
 
 
+class LoadImaged(mt.LoadImaged):
+    """``monai.transforms.LoadImaged`` (``image_only``) that threads can share: its readers are copied per call.
+
+    CacheDataset fills its cache from a thread pool; MONAI's ``NibabelReader`` keeps the file list
+    of its last ``read`` on the instance until ``get_data``, so two threads sharing one reader can
+    pair a case's channel files with another case's file list and drop channels.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> dict[Hashable, Any]:
+        loader = copy.copy(self._loader)
+        loader.readers = [copy.copy(r) for r in self._loader.readers]
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = loader(d[key], reader)
+        return d
+
+
 def preprocessing(cfg: Plan | PipelineConfig, keys: Sequence[str] = ("image", "label")) -> list[mt.Transform]:
     """Deterministic steps shared by training, validation and inference (invertible)."""
     plan = as_plan(cfg)
     keys = list(keys)
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
     return [
-        mt.LoadImaged(keys=keys, image_only=True),
+        LoadImaged(keys=keys, image_only=True),
         mt.EnsureChannelFirstd(keys=keys),
         mt.EnsureTyped(keys=keys, dtype=None, track_meta=True),
         mt.Orientationd(keys=keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),

@@ -101,3 +101,18 @@ def test_check_refuses_a_4d_file_with_a_channel_missing(both_layouts, tmp_path, 
     err = capsys.readouterr().err
     assert ("imagesTr/case_001.nii.gz: image should be 4D with 2 channels in the 4th dimension "
             "(dataset.json declares that many) [seen: shape (24, 24, 12, 1)]") in err
+
+
+def test_channel_files_load_correctly_from_threads(both_layouts):
+    """CacheDataset fills its cache from a thread pool: every case keeps both channel files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from medseg.data.pipeline import val_transforms
+    from medseg.plan import plan_dataset
+
+    ds = load_dataset(both_layouts / "nnunet")
+    _, plan, _ = plan_dataset(ds)
+    pipeline = val_transforms(plan)
+    with ThreadPoolExecutor(2) as pool:
+        shapes = list(pool.map(lambda e: tuple(pipeline(dict(e))["image"].shape), ds.training * 8))
+    assert {s[0] for s in shapes} == {2}
