@@ -72,16 +72,19 @@ def _validation_metrics(run_dir: Path) -> dict[str, float | None]:
 def params_from_run(run_dir: Path, payload: dict[str, Any], name: str,
                     metrics: dict[str, float | None]) -> BundleParams:
     """Bundle parameters equal to the run's resolved training config."""
+    from medseg.engine.predict import plan_of_config
+
     cfg = payload["config"]
-    labels = {int(k): v for k, v in payload.get("labels", {}).items()} or {0: "background", 1: "foreground"}
+    plan = plan_of_config(cfg)
+    net = plan.network
     return BundleParams(
         name=name, changelog={"0.1.0": f"exported from medseg run {run_dir.name} (epoch {payload.get('epoch')})"},
-        labels=labels, modality=str(payload.get("modality", "CT")),
-        channels=tuple(cfg["channels"]), strides=tuple(cfg["strides"]), num_res_units=int(cfg["num_res_units"]),
-        pixdim=tuple(cfg["pixdim"]), patch_size=tuple(cfg["patch_size"]), hu_window=tuple(cfg["hu_window"]),
+        labels=dict(plan.label_spec.names), modality=plan.channel_names[0], plan=plan.to_dict(),
+        channels=tuple(net.filters), strides=tuple(max(s) for s in net.strides[1:]), num_res_units=net.num_res_units,
+        pixdim=tuple(plan.spacing), patch_size=tuple(plan.patch_size),
         loss=cfg["loss"], loss_args=dict(cfg.get("loss_args") or {}), epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
-        weight_decay=float(cfg["weight_decay"]), batch_size=int(cfg["batch_size"]),
-        samples_per_case=int(cfg["samples_per_case"]), fold=int(cfg["fold"]), folds=int(cfg["folds"]),
+        weight_decay=float(cfg["weight_decay"]), batch_size=plan.batch_size,
+        samples_per_case=plan.samples_per_case, fold=int(cfg["fold"]), folds=int(cfg["folds"]),
         seed=int(cfg["seed"]), eval_metrics=metrics,
         data_source=f"dataset `{Path(cfg['data']).resolve().name}` (MSD / nnU-Net v2 layout)")
 

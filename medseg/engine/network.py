@@ -7,16 +7,18 @@ from collections.abc import Sequence
 import torch
 from monai.networks.nets import DynUNet, UNet
 
-from medseg.plan.planner import NetworkPlan
+from medseg.plan.planner import NetworkPlan, Plan
 
-__all__ = ["build_network", "build_dynunet", "network_from_plan", "resolve_device"]
+__all__ = ["build_network", "build_dynunet", "network_from_plan", "planned_network", "resolve_device"]
 
 
 def build_network(num_classes: int, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128),
-                  strides: Sequence[int] = (2, 2, 2), num_res_units: int = 1, dropout: float = 0.0) -> UNet:
+                  strides: Sequence[int | Sequence[int]] = (2, 2, 2), num_res_units: int = 1,
+                  dropout: float = 0.0) -> UNet:
     """A residual 3D U-Net returning logits of shape (B, num_classes, *spatial).
 
-    Spatial sizes must be divisible by the product of ``strides`` (8 for the default).
+    ``strides``: one per down-sampling level, an int or an (x, y, z) triple. Spatial sizes must be
+    divisible by the product of the strides along each axis (8 for the default).
     """
     if len(strides) != len(channels) - 1:
         raise ValueError(f"strides needs len(channels) - 1 = {len(channels) - 1} entries, got {len(strides)}")
@@ -42,10 +44,15 @@ def build_dynunet(num_classes: int, in_channels: int, kernels: Sequence[Sequence
 def network_from_plan(net: NetworkPlan, in_channels: int, out_channels: int) -> torch.nn.Module:
     """The network a plan describes (``dynunet`` or ``unet``)."""
     if net.name == "unet":
-        strides = [max(s) for s in net.strides[1:]]
+        strides = [tuple(s) for s in net.strides[1:]]
         return build_network(out_channels, in_channels, net.filters, strides, net.num_res_units)
     return build_dynunet(out_channels, in_channels, net.kernels, net.strides, net.filters,
                          net.deep_supervision, net.deep_supr_num)
+
+
+def planned_network(plan: Plan) -> torch.nn.Module:
+    """The network of ``plan`` with its input channels and outputs (for bundle configs)."""
+    return network_from_plan(plan.network, plan.in_channels, plan.out_channels)
 
 
 def resolve_device(name: str) -> torch.device:

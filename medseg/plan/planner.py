@@ -10,11 +10,13 @@ Rules (in the spirit of nnU-Net v2's ExperimentPlanner; the thresholds are ours 
 - **Patch size**: the median resampled shape, shrunk (the axis with the largest extent in mm
   first, one pooling step at a time) until it fits ``ComputeBudget.patch_voxels``, then rounded to
   a multiple of each axis's total stride.
-- **Topology** (DynUNet): an axis is pooled (stride 2) only while its feature map is at least
+- **Network**: MONAI ``DynUNet`` on a GPU; on a CPU budget MONAI's residual ``UNet`` with the same
+  per-axis strides (see :meth:`ComputeBudget.for_device`).
+- **Topology**: an axis is pooled (stride 2) only while its feature map is at least
   8 voxels and its spacing is at most twice the finest current spacing, so a coarse axis is not
   pooled until the others have caught up; a kernel is 3 along an axis whose spacing is at most
   twice the finest, else 1. Filters double per level from ``base_filters`` up to ``max_filters``.
-  Deep supervision with three or more levels.
+  Deep supervision (DynUNet) with three or more levels.
 - **Batch**: ``ComputeBudget.batch_size`` (2: nnU-Net's minimum), ``samples_per_case`` patches per
   loaded case.
 - **Normalisation per channel**: CT clips to the foreground 0.5-99.5 percentiles, then z-scores with
@@ -37,7 +39,7 @@ from medseg.data.datalist import Dataset, LabelSpec
 from medseg.errors import InputError
 
 __all__ = ["ChannelNorm", "NetworkPlan", "Plan", "ComputeBudget", "make_plan", "plan_dataset", "topology",
-           "PLAN_FIELDS"]
+           "PLAN_FIELDS", "plan_from_dict"]
 
 ANISOTROPY = 3.0
 MIN_FEATURE = 4
@@ -73,9 +75,10 @@ class NetworkPlan:
 
 @dataclass(frozen=True)
 class ComputeBudget:
-    """What a device trains at a useful speed: patch voxels, volume voxels (CPU only), filters, batch."""
+    """What a device trains at a useful speed: network, patch voxels, volume voxels (CPU only), filters, batch."""
 
     device: str
+    network: str
     patch_voxels: int
     volume_voxels: int | None
     base_filters: int
@@ -86,15 +89,21 @@ class ComputeBudget:
 
     @classmethod
     def for_device(cls, device: str) -> ComputeBudget:
-        """CPU: 48^3-voxel patches, 2M-voxel volumes, 16-128 filters; CUDA: sized by the GPU's memory."""
+        """CPU: residual UNet, 48^3-voxel patches, 1.5M-voxel volumes, 16-128 filters; CUDA: DynUNet sized by
+        the GPU's memory.
+
+        On 2 CPU cores a DynUNet step (two convolutions at full resolution in the first encoder and
+        the last decoder stage) costs about 7x the residual UNet's (strided first convolution) at
+        the same patch, so the CPU budget plans the UNet with the same per-axis strides.
+        """
         if device.startswith("cuda"):
             import torch
 
             gib = torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
             side = 128 if gib >= 10 else 96  # nnU-Net's default 3d_fullres budget fits ~8-10 GiB
-            return cls("cuda", patch_voxels=side**3, volume_voxels=None, base_filters=32, max_filters=320,
+            return cls("cuda", network="dynunet", patch_voxels=side**3, volume_voxels=None, base_filters=32, max_filters=320,
                        max_levels=6, batch_size=2, samples_per_case=1)
-        return cls("cpu", patch_voxels=48**3, volume_voxels=2_000_000, base_filters=16, max_filters=128,
+        return cls("cpu", network="unet", patch_voxels=48**3, volume_voxels=1_500_000, base_filters=16, max_filters=128,
                    max_levels=5, batch_size=2, samples_per_case=2)
 
 
@@ -280,7 +289,7 @@ def make_plan(fingerprint: dict[str, Any], dataset: Dataset, budget: ComputeBudg
         spacing = _fit_volume(_target_spacing(spacings, shapes), median_mm, budget.volume_voxels)
     median_shape = np.median(shapes * spacings / spacing, axis=0)
     patch = tuple(int(p) for p in o["patch_size"]) if "patch_size" in o else _patch_size(median_shape, spacing, budget)
-    name = o.get("net", "dynunet")
+    name = o.get("net", budget.network)
     if name not in ("dynunet", "unet"):
         raise InputError(f"--net must be dynunet or unet, got {name!r}")
     net = _network(name, patch, spacing, budget, tuple(o["filters"]) if "filters" in o else None,
@@ -308,3 +317,8 @@ def plan_dataset(dataset: Dataset, device: str = "cpu", overrides: dict[str, Any
     fingerprint = extract_fingerprint(dataset, workers=workers)
     plan, sources = make_plan(fingerprint, dataset, ComputeBudget.for_device(device), overrides)
     return fingerprint, plan, sources
+
+
+def plan_from_dict(raw: dict[str, Any]) -> Plan:
+    """:meth:`Plan.from_dict` as a function, for bundle configs (``_target_: medseg.plan.planner.plan_from_dict``)."""
+    return Plan.from_dict(raw)

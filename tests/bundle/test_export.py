@@ -36,7 +36,9 @@ def test_exported_run_passes_checks_and_matches_predict(tmp_path, tiny_run, tiny
     journal = [json.loads(line) for line in (tiny_run.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert meta["eval_metrics"]["val_mean_dice"] == pytest.approx(max(r["metrics"]["val_mean_dice"] for r in journal))
     train_cfg = json.loads((out / "configs" / "train.json").read_text())
-    assert train_cfg["network_def"]["channels"] == [8, 16, 32] and train_cfg["patch_size"] == [16, 16, 16]
+    plan = train_cfg["pipeline"]["raw"]  # the run's plan, read back by medseg
+    assert plan["network"]["filters"] == [8, 16, 32] and train_cfg["patch_size"] == plan["patch_size"] == [16, 16, 16]
+    assert train_cfg["network_def"] == {"_target_": "medseg.engine.network.planned_network", "plan": "@pipeline"}
     assert (out / "docs" / "training_run" / "config.json").is_file()
 
     capsys.readouterr()
