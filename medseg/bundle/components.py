@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from medseg.utils.rundir import VAL_KEY_METRIC, VAL_PREFIX
+
 __all__ = [
     "bundle_path",
     "fold_datalist",
@@ -91,7 +93,7 @@ def run_engine(engine: Any) -> Any:
 
 
 def validation_metrics(num_classes: int, labels: Mapping[str | int, str] | None = None, hd_convention: str = "monai",
-                       prefix: str = "val_") -> dict[str, Any]:
+                       prefix: str = VAL_PREFIX) -> dict[str, Any]:
     """medseg's validation metrics, named for a bundle: ``val_mean_dice``, ``val_mean_hd95``, ``val_dice_<name>``...
 
     The ignite metrics of :func:`medseg.handlers.metrics.validation_metrics` (one accumulator, the
@@ -116,14 +118,14 @@ def validation_metrics(num_classes: int, labels: Mapping[str | int, str] | None 
     return {f"{prefix}{k}": m for k, m in metrics.items()}
 
 
-def key_metric(metrics: Mapping[str, Any], name: str = "val_mean_dice") -> dict[str, Any]:
+def key_metric(metrics: Mapping[str, Any], name: str = VAL_KEY_METRIC) -> dict[str, Any]:
     """``{name: metrics[name]}``: an evaluator's ``key_val_metric``."""
     if name not in metrics:
         raise ValueError(f"name must be one of {sorted(metrics)}, got {name!r}")
     return {name: metrics[name]}
 
 
-def additional_metrics(metrics: Mapping[str, Any], key: str = "val_mean_dice") -> dict[str, Any]:
+def additional_metrics(metrics: Mapping[str, Any], key: str = VAL_KEY_METRIC) -> dict[str, Any]:
     """Every metric but the key metric: an evaluator's ``additional_metrics``."""
     return {k: m for k, m in metrics.items() if k != key}
 

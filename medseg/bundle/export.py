@@ -25,6 +25,7 @@ import torch
 from medseg.bundle.large_files import write_large_files
 from medseg.bundle.template import BundleParams, write_bundle
 from medseg.errors import InputError
+from medseg.utils.rundir import CONFIG_FILE, DATALIST_FILE, PLANS_FILE, VAL_PREFIX, best_record
 
 __all__ = ["export_run", "params_from_run", "find_report", "report_metrics", "portable"]
 
@@ -58,15 +59,8 @@ def report_metrics(summary: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _validation_metrics(run_dir: Path) -> dict[str, float | None]:
-    journal = run_dir / "metrics.jsonl"
-    if not journal.is_file():
-        return {}
-    records = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
-    scored = [r for r in records if "val_mean_dice" in r["metrics"]]
-    if not scored:
-        return {}
-    best = max(scored, key=lambda r: r["metrics"]["val_mean_dice"])
-    return {k: v for k, v in best["metrics"].items() if k.startswith("val_")}
+    best = best_record(run_dir)
+    return {k: v for k, v in best["metrics"].items() if k.startswith(VAL_PREFIX)} if best else {}
 
 
 def params_from_run(run_dir: Path, payload: dict[str, Any], name: str,
@@ -96,7 +90,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, report: str | Path | No
     from medseg.engine.predict import read_checkpoint
 
     run = Path(run_dir)
-    if not (run / "config.json").is_file():
+    if not (run / CONFIG_FILE).is_file():
         raise InputError(f"{run}: not a medseg training run (no config.json)")
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -124,7 +118,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, report: str | Path | No
         write_bundle(tmp, params, provenance)
         torch.save(payload["model"], tmp / "models" / "model.pt")
         anchors = _anchors(run, payload["config"])
-        copies = [(run / f, f) for f in ("config.json", "datalist.json")]
+        copies = [(run / f, f) for f in (CONFIG_FILE, DATALIST_FILE, PLANS_FILE)]
         copies += [(summary_path, "evaluation_summary.json")] if summary_path is not None else []
         for src, name in copies:
             if src.is_file():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from medseg.bundle.template import BundleParams
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from medseg.bundle.template import BundleParams
 
 __all__ = ["bundle_readme", "data_license", "LICENSE_TEXT"]
 

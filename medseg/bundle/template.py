@@ -16,6 +16,7 @@ from typing import Any
 from medseg.bundle.schema import MONAI_SCHEMA_URL, SCHEMA_FILE, write_schema
 from medseg.engine.train import TrainConfig
 from medseg.utils.files import atomic_write_text
+from medseg.utils.rundir import VAL_KEY_METRIC
 
 __all__ = ["BundleParams", "render_configs", "write_bundle", "CONFIG_FILES", "loss_component"]
 
@@ -154,9 +155,9 @@ def _validate_section(p: BundleParams, part: str, handlers: list[dict[str, Any]]
         "metrics": {"_target_": "medseg.bundle.components.validation_metrics", "num_classes": _ref("num_classes"),
                     "labels": _ref("labels"), "hd_convention": "monai"},
         "key_metric": {"_target_": "medseg.bundle.components.key_metric", "metrics": metrics,
-                       "name": "val_mean_dice"},
+                       "name": VAL_KEY_METRIC},
         "additional_metrics": {"_target_": "medseg.bundle.components.additional_metrics", "metrics": metrics,
-                               "key": "val_mean_dice"},
+                               "key": VAL_KEY_METRIC},
         "handlers": handlers,
         "evaluator": {"_target_": "SupervisedEvaluator", "device": _ref("device"),
                       "val_data_loader": "@validate#dataloader",

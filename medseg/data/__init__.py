@@ -1,0 +1,1 @@
+"""Datasets: the one dataset reader, integrity checks, synthetic data, DICOM, transform pipelines."""

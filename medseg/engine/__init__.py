@@ -1,0 +1,1 @@
+"""Workflows on MONAI engines: training, prediction, post-processing, evaluation, cross-validation."""

@@ -20,7 +20,16 @@ from medseg.engine import distributed as dist
 from medseg.errors import InputError
 from medseg.plan.planner import Plan
 from medseg.utils.files import atomic_write_text
-from medseg.utils.rundir import CONFIG_FILE, DATALIST_FILE, KEY_METRIC, PLANS_FILE, VAL_PREFIX, checkpoint_dir
+from medseg.utils.rundir import (
+    BEST_CHECKPOINT,
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    DATALIST_FILE,
+    KEY_METRIC,
+    PLANS_FILE,
+    VAL_PREFIX,
+    checkpoint_dir,
+)
 
 if TYPE_CHECKING:
     from medseg.engine.train import TrainConfig
@@ -161,9 +170,9 @@ def _best_score(ckpt_dir: Path, resumed: dict[str, Any]) -> float | None:
     from medseg.handlers.checkpoint import load_checkpoint
 
     scores = [resumed.get("best_score")]
-    if (ckpt_dir / "best.pt").is_file():
+    if (ckpt_dir / BEST_CHECKPOINT).is_file():
         try:
-            scores.append(load_checkpoint(ckpt_dir / "best.pt").get("best_score"))
+            scores.append(load_checkpoint(ckpt_dir / BEST_CHECKPOINT).get("best_score"))
         except InputError as exc:
             logger.warning("ignoring best checkpoint: %s", exc)
     known = [float(s) for s in scores if s is not None]
@@ -283,7 +292,7 @@ def finish_run(tracker: Any, cfg: TrainConfig, network: torch.nn.Module, best: P
     from medseg.handlers.checkpoint import load_checkpoint
     from medseg.utils.rundir import JOURNAL_FILE
 
-    tracker.log_artifact(best, "checkpoints")
+    tracker.log_artifact(best, CHECKPOINT_DIR)
     tracker.log_artifact(Path(cfg.out) / JOURNAL_FILE)
     model = copy.deepcopy(dist.unwrap(network)).cpu().eval()
     if best.is_file():

@@ -20,7 +20,7 @@ from medseg.data.datalist import Dataset, load_dataset
 from medseg.errors import InputError
 from medseg.plan.planner import Plan, make_plan
 from medseg.utils.files import atomic_write_text
-from medseg.utils.rundir import CONFIG_FILE, PLANS_FILE, checkpoint_dir
+from medseg.utils.rundir import CONFIG_FILE, PLANS_FILE, best_checkpoint, checkpoint_dir
 
 __all__ = ["TrainConfig", "TrainResult", "train", "load_run_config", "prepare_plan", "OVERRIDES"]
 
@@ -213,7 +213,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         saver = attach_epoch_handlers(cfg, plan, trainer, evaluator, optimizer, network, tracker, loss, resumed)
         if resumed is None or trainer.state.epoch < cfg.epochs:
             trainer.run()
-        best = checkpoint_dir(cfg.out) / "best.pt"
+        best = best_checkpoint(cfg.out)
         if dist.is_main():
             finish_run(tracker, cfg, network, best, plan)
     except KeyboardInterrupt:

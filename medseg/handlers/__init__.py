@@ -1,0 +1,1 @@
+"""ignite handlers: validation metrics, crash-safe checkpoints, MLflow tracking, loss-weight schedules."""

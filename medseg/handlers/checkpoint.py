@@ -20,6 +20,7 @@ from ignite.engine import Engine, Events
 
 from medseg.errors import InputError
 from medseg.utils.files import atomic_path
+from medseg.utils.rundir import BEST_CHECKPOINT
 from medseg.utils.safe_load import safe_torch_load
 
 __all__ = ["CheckpointSaver", "load_checkpoint", "latest_checkpoint", "restore"]
@@ -74,7 +75,7 @@ class CheckpointSaver:
         if self.best_score is not None and not score > self.best_score:
             return None
         self.best_score = float(score)
-        path = self.directory / "best.pt"
+        path = self.directory / BEST_CHECKPOINT
         with atomic_path(path) as tmp:
             payload = self._payload(engine)
             payload["best_score"] = self.best_score

@@ -25,6 +25,7 @@ from ignite.metrics import Metric, MetricsLambda
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
 from medseg.metrics import CONVENTIONS, compute_metrics
+from medseg.utils.rundir import KEY_METRIC
 
 __all__ = ["SegmentationMetricsAccumulator", "validation_metrics", "spacing_from_affine"]
 
@@ -130,7 +131,7 @@ def validation_metrics(num_classes: int, label_names: dict[int, str] | None = No
     names = dict(label_names or {})
     accumulator = SegmentationMetricsAccumulator(num_classes, hd_convention, output_transform=output_transform,
                                                  include_background=include_background)
-    out: dict[str, Metric] = {"mean_dice": MetricsLambda(lambda r: float(np.mean(r["dice"])), accumulator)}
+    out: dict[str, Metric] = {KEY_METRIC: MetricsLambda(lambda r: float(np.mean(r["dice"])), accumulator)}
     first = accumulator.first
     for k in range(first, int(num_classes)):
         name = _safe(names.get(k, f"label_{k}"))

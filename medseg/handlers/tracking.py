@@ -33,13 +33,14 @@ from urllib.parse import urlparse
 
 from medseg.errors import InputError
 from medseg.utils.files import atomic_write_text
+from medseg.utils.rundir import JOURNAL_FILE, MLFLOW_RUN_FILE
 
 __all__ = ["MLflowTracker", "default_tracking_uri", "flatten_params", "evaluation_metrics", "log_evaluation",
            "RUN_STATUSES"]
 
 logger = logging.getLogger(__name__)
-RUN_FILE = "mlflow_run.json"
-JOURNAL = "metrics.jsonl"
+RUN_FILE = MLFLOW_RUN_FILE
+JOURNAL = JOURNAL_FILE
 #: Final statuses accepted by :meth:`MLflowTracker.finish`.
 RUN_STATUSES: tuple[str, ...] = ("FINISHED", "FAILED", "KILLED")
 EVAL_EXPERIMENT = "medseg-evaluate"
