@@ -32,3 +32,11 @@ def tiny_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     cfg = TrainConfig(data=str(tiny_dataset), out=str(base / "run"), tracking_uri=f"sqlite:///{base / 'mlflow.db'}",
                       experiment="tests", **TINY_TRAIN)
     return train(cfg)
+
+
+@pytest.fixture(scope="session")
+def learning_train_args() -> dict:
+    """TrainConfig settings that learn the organ of 32x32x16-voxel phantoms (3 mm voxels) in ~20 epochs on a CPU."""
+    return {"epochs": 20, "lr": 1e-2, "patch_size": (32, 32, 16), "channels": (8, 16, 32), "strides": (2, 2),
+            "deep_supervision": False, "num_res_units": 0, "batch_size": 2, "samples_per_case": 1,
+            "val_interval": 20, "progress": False, "device": "cpu"}
