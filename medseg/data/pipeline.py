@@ -135,9 +135,11 @@ def train_transforms(cfg: Plan | PipelineConfig, distance_map_key: str | None = 
         *preprocessing(plan),
         mt.SpatialPadd(keys=["image", "label"], spatial_size=patch),
         *_distance_map(plan, distance_map_key),
+        # voxel indices per class, computed once and cached: the random crop then only draws from them
+        mt.ClassesToIndicesd(keys="label", num_classes=len(plan.class_ratios), indices_postfix="_cls_indices"),
         mt.RandCropByLabelClassesd(keys=spatial, label_key="label", spatial_size=patch,
                                    ratios=list(plan.class_ratios), num_classes=len(plan.class_ratios),
-                                   num_samples=plan.samples_per_case, warn=False),
+                                   indices_key="label_cls_indices", num_samples=plan.samples_per_case, warn=False),
         mt.RandFlipd(keys=spatial, prob=0.5, spatial_axis=0),
         mt.RandFlipd(keys=spatial, prob=0.5, spatial_axis=1),
         mt.RandRotate90d(keys=spatial, prob=0.25, spatial_axes=(0, 1)),
