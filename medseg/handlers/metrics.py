@@ -25,25 +25,12 @@ from ignite.metrics import Metric, MetricsLambda
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
 from medseg.metrics import CONVENTIONS, compute_metrics
+from medseg.utils.geometry import spacing_from_affine
 from medseg.utils.rundir import KEY_METRIC
 
 __all__ = ["SegmentationMetricsAccumulator", "validation_metrics", "spacing_from_affine"]
 
 _REPORTED = ("dice", "iou", "hd95")
-
-
-def spacing_from_affine(tensor: Any, ndim: int) -> tuple[float, ...]:
-    """Voxel spacing in mm from a MetaTensor's affine (column norms); 1 mm when there is none."""
-    affine = getattr(tensor, "affine", None)
-    if affine is None:
-        return (1.0,) * ndim
-    a = torch.as_tensor(affine, dtype=torch.float64).cpu()
-    if a.ndim == 3:  # batched affine: (B, 4, 4)
-        a = a[0]
-    if a.ndim != 2 or a.shape[0] < ndim or a.shape[1] < ndim:
-        return (1.0,) * ndim
-    norms = torch.linalg.norm(a[:ndim, :ndim], dim=0).tolist()
-    return tuple(float(s) if s > 0 else 1.0 for s in norms)
 
 
 class SegmentationMetricsAccumulator(Metric):
@@ -86,7 +73,8 @@ class SegmentationMetricsAccumulator(Metric):
                 raise ValueError(f"expected one-hot (C={self.num_classes}, *spatial) pairs, got {tuple(p.shape)} and "
                                  f"{tuple(g.shape)} (post-process with AsDiscrete(argmax=True, to_onehot=C)?)")
             spacing = spacing_from_affine(g, p.ndim - 1)
-            result = compute_metrics(p, g, spacing, one_hot=True, convention=self.hd_convention)
+            result = compute_metrics(p, g, spacing, labels=range(self.first, self.num_classes), one_hot=True,
+                                     convention=self.hd_convention)
             values = [[getattr(result[k], name) for k in range(self.first, self.num_classes)] for name in _REPORTED]
             self._sums += torch.tensor(values, dtype=torch.float64, device=self._device)
             self._count += 1
