@@ -50,9 +50,10 @@ def test_same_cases_fingerprint_and_plan(both_layouts):
 
 @pytest.mark.parametrize("case", [0, 2], ids=["ras", "lps"])
 def test_preprocessing_gives_the_same_tensors(both_layouts, case):
+    from monai.transforms import Compose
+
     from medseg.data.pipeline import preprocessing
     from medseg.plan import plan_dataset
-    from monai.transforms import Compose
 
     msd, nnunet = load_dataset(both_layouts / "msd"), load_dataset(both_layouts / "nnunet")
     _, plan, _ = plan_dataset(msd)
