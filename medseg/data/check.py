@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.data.check_volume import ERROR, SHOWN, Case, Problem, Tolerances, check_case, err, warn
-from medseg.data.datalist import channel_file_pattern, parse_channels, parse_labels
+from medseg.data.datalist import LabelMapError, channel_file_pattern, parse_channels, parse_labels
 from medseg.errors import InputError
 
 __all__ = ["Problem", "CheckReport", "Tolerances", "check_dataset", "ensure_dataset_ok"]
@@ -135,9 +135,11 @@ def _label_map(meta: dict[str, Any], source: Path, report: CheckReport) -> set[i
     """Label values a label file may hold, parsed by the one dataset reader (its error is reported)."""
     try:
         return parse_labels(meta.get("labels"), source, meta.get("regions_class_order")).label_values
+    except LabelMapError as exc:
+        report.add([err(source, exc.problem, exc.values)])
     except InputError as exc:
         report.add([err(source, str(exc).removeprefix(f"{source}: "))])
-        return None
+    return None
 
 
 def _channels(meta: dict[str, Any], source: Path, report: CheckReport) -> int:

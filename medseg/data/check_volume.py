@@ -24,6 +24,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from medseg.utils.geometry import spacing_from_affine
+
 __all__ = ["Problem", "Tolerances", "Case", "check_case", "err", "warn", "ERROR", "WARNING", "SHOWN"]
 
 ERROR, WARNING = "error", "warning"
@@ -84,7 +86,7 @@ class _Volume:
 
     @property
     def spacing(self) -> np.ndarray:
-        return np.linalg.norm(self.affine[:3, :3], axis=0)
+        return np.asarray(spacing_from_affine(self.affine, 3))
 
     @property
     def direction(self) -> np.ndarray:

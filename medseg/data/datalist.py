@@ -29,7 +29,7 @@ import numpy as np
 from medseg.errors import InputError
 
 __all__ = ["Dataset", "load_dataset", "case_id", "split_train_val", "kfold_split", "NIFTI_SUFFIXES",
-           "parse_labels", "parse_channels", "group_channel_files", "channel_file_pattern", "LabelSpec"]
+           "parse_labels", "parse_channels", "LabelMapError", "group_channel_files", "channel_file_pattern", "LabelSpec"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _CHANNEL_FILE = re.compile(r"(.+)_(\d{4})$")
@@ -103,6 +103,14 @@ class LabelSpec:
                    regions_class_order=tuple(int(x) for x in order) if order else None)
 
 
+class LabelMapError(InputError):
+    """A malformed ``labels`` map: ``problem`` and the ``values`` seen, for reports that list them apart."""
+
+    def __init__(self, source: Path | str, problem: str, values: Any = "") -> None:
+        self.problem, self.values = problem, values
+        super().__init__(f"{source}: {problem}" + (f", got {values}" if values != "" else ""))
+
+
 def parse_labels(raw: Any, source: Path | str, regions_class_order: Any = None) -> LabelSpec:
     """The label map of ``dataset.json`` (MSD or nnU-Net v2 style, plain or regions).
 
@@ -111,7 +119,7 @@ def parse_labels(raw: Any, source: Path | str, regions_class_order: Any = None) 
             regions without a valid ``regions_class_order``.
     """
     if not isinstance(raw, dict) or not raw:
-        raise InputError(f"{source}: missing or empty 'labels' map")
+        raise LabelMapError(source, "missing or empty 'labels' map", raw)
     plain: dict[int, str] = {}
     regions: dict[str, tuple[int, ...]] = {}
     for key, value in raw.items():
@@ -127,11 +135,12 @@ def parse_labels(raw: Any, source: Path | str, regions_class_order: Any = None) 
         elif str(key).isdigit():  # MSD: {"1": "organ"}
             plain[int(key)] = str(value)
         else:
-            raise InputError(f"{source}: label entry {key!r}: {value!r} is neither MSD nor nnU-Net v2 style "
-                             "(use {\"1\": \"organ\"}, {\"organ\": 1} or a region {\"tumour\": [1, 2]})")
+            raise LabelMapError(source, f"label entry {key!r} is neither MSD ({{\"1\": \"organ\"}}) nor nnU-Net v2 "
+                                f"({{\"organ\": 1}} or a region {{\"tumour\": [1, 2]}}) style", value)
     if not regions:
         if sorted(plain) != list(range(len(plain))):
-            raise InputError(f"{source}: labels must be consecutive integers from 0, got {sorted(plain)}")
+            raise LabelMapError(source, "labels must be consecutive integers starting at 0 (background)",
+                                sorted(plain))
         return LabelSpec(names=plain)
     # regions: single values count as one-value regions; background (0) is not a region
     for value, name in plain.items():
@@ -139,7 +148,7 @@ def parse_labels(raw: Any, source: Path | str, regions_class_order: Any = None) 
             regions[name] = (value,)
     values = sorted({0, *(v for vals in regions.values() for v in vals)})
     if values != list(range(len(values))):
-        raise InputError(f"{source}: region label values must be consecutive integers from 0, got {values}")
+        raise LabelMapError(source, "labels must be consecutive integers starting at 0 (background)", values)
     if regions_class_order is None:
         raise InputError(f"{source}: region labels need 'regions_class_order' (one label value per region)")
     if (not isinstance(regions_class_order, list) or len(regions_class_order) != len(regions)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import InputError
+from medseg.utils.geometry import spacing_from_affine
 from medseg.utils.rundir import (
     CONFIG_FILE,
     DATALIST_FILE,
@@ -105,7 +106,7 @@ def determine_postprocessing(run_dirs: list[str | Path], device: str = "auto") -
             gt = nib.load(case["label"])
             labels = np.rint(np.asarray(gt.dataobj)).astype(np.int16).reshape(gt.shape[:3])
             pairs.append((probabilities_to_labels(probs, lm.plan), labels,
-                          tuple(float(z) for z in gt.header.get_zooms()[:3])))
+                          spacing_from_affine(gt.affine)))
     decision = decide_postprocessing(pairs, models[0].plan)
     decision["validation_cases"] = len(pairs)
     save_postprocessing(decision, run_dirs)

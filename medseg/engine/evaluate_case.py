@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from medseg.metrics import binary_metrics, compute_metrics, default_worst_distance
 from medseg.metrics.lesion import lesion_metrics
 from medseg.metrics.surface import bounding_box
+from medseg.utils.geometry import spacing_from_affine
 
 __all__ = ["Structure", "CaseTask", "evaluate_case", "run_cases", "spatial_shape"]
 
@@ -67,7 +68,7 @@ def evaluate_case(task: CaseTask) -> dict[str, Any]:
     gt = _labels_array(np.asanyarray(gt_img.dataobj), task.case, task.gt_path, problems)
     if problems:
         return {"case": task.case, "problems": problems, "metrics": {}, "lesions": {}}
-    spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(gt_img.affine)[: gt.ndim, : gt.ndim], axis=0))
+    spacing = spacing_from_affine(gt_img.affine, gt.ndim)
     options = dict(task.metric_options)
     if options.get("worst_distance") is None:  # resolved on the full image, before any crop
         options["worst_distance"] = default_worst_distance(gt.shape, spacing)

@@ -29,6 +29,7 @@ from medseg.data.datalist import NIFTI_SUFFIXES, case_id, group_channel_files
 from medseg.errors import InputError
 from medseg.plan.planner import Plan
 from medseg.utils.files import atomic_path, atomic_write_text
+from medseg.utils.geometry import spacing_from_affine
 from medseg.utils.rundir import POSTPROCESSING_FILE, best_checkpoint, checkpoint_dir
 
 __all__ = ["LoadedModel", "load_model", "read_checkpoint", "predict", "predict_probabilities", "find_inputs",
@@ -253,7 +254,8 @@ def predict(model: str | Path | Sequence[str | Path], inputs: str | Path, output
                         for m in members) / len(members)
             mask = probabilities_to_labels(probs, plan)
             if rules:
-                mask = apply_postprocessing(mask, rules, plan, nib.load(str(_reference(image))).header.get_zooms()[:3])
+                mask = apply_postprocessing(mask, rules, plan,
+                                            spacing_from_affine(nib.load(str(_reference(image))).affine))
             target = out / f"{cid}.nii.gz"
             _write_nifti(mask, _reference(image), target, np.uint8)
             if save_probabilities:

@@ -37,7 +37,7 @@ def test_missing_dataset_json(tmp_path):
 
 def test_non_consecutive_labels(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "bg", "2": "x"}, "training": []}))
-    with pytest.raises(InputError, match=r"labels must be consecutive integers from 0, got \[0, 2\]"):
+    with pytest.raises(InputError, match=r"labels must be consecutive integers starting at 0 \(background\), got \[0, 2\]"):
         load_dataset(tmp_path)
 
 
