@@ -71,7 +71,8 @@ def build_data(cfg: TrainConfig, plan: Plan, dataset: Dataset, distance_map_key:
 
     from medseg.data.pipeline import train_transforms, val_transforms
 
-    train_files, val_files = split_train_val(dataset.training, fold=cfg.fold, folds=cfg.folds, seed=cfg.seed)
+    train_files, val_files = split_train_val(dataset.training, fold=cfg.fold, folds=cfg.folds,
+                                            seed=cfg.seed if cfg.split_seed is None else cfg.split_seed)
 
     def make(files: list[dict[str, Any]], transform: Any) -> Any:
         if cfg.cache_rate > 0:
@@ -270,7 +271,8 @@ def start_tracking(cfg: TrainConfig, plan: Plan, data: RunData, resume: bool, lo
                                 "loss_class": type(loss).__name__})
             tracker.set_tags({"git_commit": _git_commit(), "dataset": str(Path(cfg.data).resolve()),
                               "fold": cfg.fold, "loss": cfg.loss, "device": cfg.device,
-                              "plan_from_user": ",".join(sorted(k for k, v in sources.items() if v == "user")) or "-"})
+                              "plan_from_user": ",".join(sorted(k for k, v in sources.items() if v == "user")) or "-",
+                              **cfg.tags})
             for name in (CONFIG_FILE, DATALIST_FILE, PLANS_FILE):
                 if (run_dir / name).is_file():
                     tracker.log_artifact(run_dir / name)

@@ -38,6 +38,8 @@ class TrainConfig:
 
     Fields defaulting to None are planned from the dataset (:mod:`medseg.plan`); a value given here
     overrides its planned value. ``plan`` holds the resolved plan once the run has started.
+    ``split_seed`` seeds the fold split (``None``: ``seed``), so runs that differ only in ``seed``
+    share one split; ``tags`` are added to the MLflow run (``mlflow.parentRunId`` nests it under a parent).
     """
 
     data: str
@@ -71,6 +73,8 @@ class TrainConfig:
     num_res_units: int | None = None
     plan: dict[str, Any] | None = None
     plan_sources: dict[str, str] | None = None
+    split_seed: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -108,7 +112,7 @@ class TrainConfig:
         unknown = sorted(set(raw) - names)
         if unknown:
             raise InputError(f"unknown training config keys: {', '.join(unknown)}")
-        keep = {"loss_args", "plan", "plan_sources"}
+        keep = {"loss_args", "plan", "plan_sources", "tags"}
         return cls(**{k: (tuple(v) if isinstance(v, list) and k not in keep else v) for k, v in raw.items()})
 
 
