@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "medseg.cli.evaluate",
     "bundle": "medseg.cli.bundle",
     "crossval": "medseg.cli.crossval",
+    "study": "medseg.cli.study",
 }
 
 
