@@ -156,8 +156,8 @@ def validate_study(cfg: StudyConfig) -> None:
     root = Path(cfg.data)
     root = root.parent if root.is_file() else root
     for folder in ("imagesTs", "labelsTs"):
-        if not (root / folder).is_dir():
-            problems.append(f"--data {cfg.data}: no {folder}/ (the study scores the held-out cases)")
+        if not (root / folder).is_dir() or not any(p.name.endswith((".nii", ".nii.gz")) for p in (root / folder).iterdir()):
+            problems.append(f"--data {cfg.data}: no cases in {folder}/ (the study scores the held-out cases)")
     if problems:
         raise InputError(f"{len(problems)} problem(s) with the study settings:\n  " + "\n  ".join(problems))
 
