@@ -27,6 +27,7 @@ test: install
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: install
+	$(PY) -m pip install -q -e ".[bench]"
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 gpu-check: install

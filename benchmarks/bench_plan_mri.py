@@ -93,7 +93,7 @@ def _run(name: str, overrides: dict[str, Any], data: Path, test_images: Path, te
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--val-interval", type=int, default=5)
     parser.add_argument("--train-cases", type=int, default=12)
     parser.add_argument("--test-cases", type=int, default=4)
