@@ -97,6 +97,11 @@ class StudyConfig:
     def name(self) -> str:
         return Path(self.out).resolve().name
 
+    @property
+    def lesion_bins(self) -> tuple[float, ...]:
+        """``size_bins`` with ``small_lesion_mm3`` as an edge, so the small lesions are whole bins."""
+        return tuple(sorted({float(e) for e in self.size_bins} | {float(self.small_lesion_mm3)}))
+
 
 @dataclass(frozen=True)
 class StudyRun:
@@ -143,6 +148,8 @@ def validate_study(cfg: StudyConfig) -> None:
             problems.append(f"--loss-args {name}: {exc}")
     if cfg.baseline not in cfg.losses:
         problems.append(f"--baseline {cfg.baseline!r} is not one of --losses {list(cfg.losses)}")
+    if not (math.isfinite(cfg.small_lesion_mm3) and cfg.small_lesion_mm3 > 0):
+        problems.append(f"--small-lesion must be a volume > 0 mm^3, got {cfg.small_lesion_mm3}")
     if cfg.seeds < 1:
         problems.append(f"--seeds must be >= 1, got {cfg.seeds}")
     owned = sorted(set(cfg.train_overrides) & _STUDY_OWNED)
@@ -262,7 +269,7 @@ def _train_and_evaluate(cfg: StudyConfig, state: dict[str, Any], loss: str, seed
     root = root.parent if root.is_file() else root
     predict(run_dir, root / "imagesTs", run_dir / "pred", device=cfg.device)
     summary = evaluate_folders(run_dir / "pred", root / "labelsTs", run_dir / "eval", dataset=cfg.data,
-                               lesion_wise=True, size_bins=cfg.size_bins, tracking_uri=state["tracking_uri"],
+                               lesion_wise=True, size_bins=cfg.lesion_bins, tracking_uri=state["tracking_uri"],
                                run_id=result.mlflow_run_id, progress=False)
     if "mlflow_error" in summary:
         raise RuntimeError(f"evaluation of {run_dir} did not reach MLflow: {summary['mlflow_error']}")

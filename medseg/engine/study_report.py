@@ -66,7 +66,7 @@ def write_study(cfg: Any, state: dict[str, Any], runs: Sequence[Any], elapsed_s:
         "settings": {"data": str(Path(cfg.data).resolve()), "losses": losses, "seeds": cfg.seeds,
                      "epochs": cfg.epochs, "baseline": cfg.baseline, "loss_args": cfg.loss_args,
                      "train_overrides": state["settings"]["train_overrides"], "device": cfg.device,
-                     "small_lesion_mm3": cfg.small_lesion_mm3, "size_bins_mm3": list(cfg.size_bins),
+                     "small_lesion_mm3": cfg.small_lesion_mm3, "size_bins_mm3": list(cfg.lesion_bins),
                      "n_boot": cfg.n_boot},
         "plan": state["plan"], "tracking_uri": state["tracking_uri"], "parent_run_id": state["parent_run_id"],
         "runs": [{"loss": r.loss, "seed": r.seed, "mlflow_run_id": r.mlflow_run_id, "run_dir": str(r.run_dir)}
@@ -75,7 +75,7 @@ def write_study(cfg: Any, state: dict[str, Any], runs: Sequence[Any], elapsed_s:
         "aggregate": _aggregate(rows, losses, class_names, list(ROW_METRICS)),
         "comparisons": [_compare(cases, loss, cfg.baseline, c, "dice", cfg.n_boot)
                         for loss in losses if loss != cfg.baseline for c in class_names],
-        "dice_by_size": _dice_by_size(lesions, losses, class_names, cfg.size_bins),
+        "dice_by_size": _dice_by_size(lesions, losses, class_names, cfg.lesion_bins),
         "val_curves": curves,
     }
     study["claims"] = _claims(study, cases, lesions, cfg)
