@@ -50,7 +50,7 @@ def _run(args: argparse.Namespace) -> None:
                                          size=args.size, seed=args.seed))
     print(f"[2/4] training a 3D U-Net for {args.epochs} epochs ({args.loss})", flush=True)
     result = train(TrainConfig(data=str(data), out=str(run_dir), epochs=args.epochs, loss=args.loss,
-                               device=args.device, val_interval=args.val_interval, tracking_uri=uri, experiment="medseg-demo",
+                               device=args.device, val_interval=min(args.val_interval, args.epochs), tracking_uri=uri, experiment="medseg-demo",
                                run_name="demo", seed=args.seed))
     print(f"[3/4] predicting {data / 'imagesTs'}", flush=True)
     predict(run_dir, data / "imagesTs", preds, device=args.device)
