@@ -28,11 +28,12 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medseg.engine.study_report import ROW_FIELDS, ROW_FILE, ROW_METRICS, study_rows, write_study
 from medseg.errors import InputError
 from medseg.metrics.lesion import DEFAULT_SIZE_BINS_MM3
 from medseg.utils.files import atomic_write_text
@@ -44,16 +45,8 @@ __all__ = ["StudyConfig", "StudyRun", "ROW_FIELDS", "ROW_METRICS", "STATE_FILE",
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "study_state.json"
-ROW_FILE = "study_row.json"
 RUNS_DIR = "runs"
 PARENT_TAG = "mlflow.parentRunId"
-#: study.csv column -> MLflow metric of the child run (``{c}``: MLflow-safe class name).
-ROW_METRICS: dict[str, str] = {
-    "dice": "eval_dice_{c}", "hd95": "eval_hd95_{c}", "nsd": "eval_nsd_{c}",
-    "lesion_recall": "eval_lesion_recall_{c}", "lesion_precision": "eval_lesion_precision_{c}",
-    "small_lesion_recall": "eval_lesion_small_recall_{c}",
-}
-ROW_FIELDS: tuple[str, ...] = ("loss", "seed", "class", *ROW_METRICS, "mlflow_run_id")
 #: TrainConfig fields the study sets itself.
 _STUDY_OWNED = frozenset({"data", "out", "epochs", "loss", "loss_args", "device", "tracking_uri", "experiment",
                           "run_name", "seed", "split_seed", "fold", "plan", "plan_sources", "tags"})
@@ -183,7 +176,6 @@ def run_study(cfg: StudyConfig, max_runs: int | None = None,
         ``study.json``'s content (:func:`medseg.engine.study_report.write_study`); ``{"complete": False, ...}``
         when ``max_runs`` stopped the study early.
     """
-    from medseg.engine.study_report import write_study
     from medseg.handlers.tracking import MLflowTracker, default_tracking_uri
 
     validate_study(cfg)
@@ -229,21 +221,6 @@ def run_study(cfg: StudyConfig, max_runs: int | None = None,
         parent.log_artifact(name)
     parent.finish("FINISHED")
     return study
-
-
-def study_rows(client: Any, run_id: str, loss: str, seed: int, classes: Sequence[str]) -> list[dict[str, Any]]:
-    """study.csv rows of one run, read from its MLflow run (``None`` where the run has no value)."""
-    from medseg.handlers.tracking import _safe_name
-
-    metrics = client.get_run(run_id).data.metrics
-    rows = []
-    for name in classes:
-        row: dict[str, Any] = {"loss": loss, "seed": seed, "class": name}
-        for column, key in ROW_METRICS.items():
-            row[column] = metrics.get(key.format(c=_safe_name(name)))
-        row["mlflow_run_id"] = run_id
-        rows.append(row)
-    return rows
 
 
 # -- one run -------------------------------------------------------------------------------------

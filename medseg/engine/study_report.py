@@ -31,15 +31,23 @@ from medseg.metrics.lesion import size_bin_names
 from medseg.utils.files import atomic_write_text
 from medseg.utils.rundir import VAL_KEY_METRIC
 
-__all__ = ["write_study", "render_markdown", "figures", "verdict", "STUDY_CSV", "STUDY_JSON", "REPORT_HTML"]
+__all__ = ["ROW_FILE", "ROW_METRICS", "ROW_FIELDS", "study_rows", "write_study", "render_markdown", "figures", "verdict", "STUDY_CSV", "STUDY_JSON", "REPORT_HTML"]
 
 STUDY_CSV, STUDY_JSON, REPORT_HTML = "study.csv", "study.json", "report.html"
 _LOWER_IS_BETTER = {"hd95"}
+#: In each run directory, written last: the run is trained, evaluated and logged.
+ROW_FILE = "study_row.json"
+#: study.csv column -> MLflow metric of the child run (``{c}``: MLflow-safe class name).
+ROW_METRICS: dict[str, str] = {
+    "dice": "eval_dice_{c}", "hd95": "eval_hd95_{c}", "nsd": "eval_nsd_{c}",
+    "lesion_recall": "eval_lesion_recall_{c}", "lesion_precision": "eval_lesion_precision_{c}",
+    "small_lesion_recall": "eval_lesion_small_recall_{c}",
+}
+ROW_FIELDS: tuple[str, ...] = ("loss", "seed", "class", *ROW_METRICS, "mlflow_run_id")
 
 
 def write_study(cfg: Any, state: dict[str, Any], runs: Sequence[Any], elapsed_s: float) -> dict[str, Any]:
     """Collect every run from MLflow and write ``study.csv``, ``study.json``, ``report.html`` into ``cfg.out``."""
-    from medseg.engine.study import ROW_FIELDS, ROW_FILE, ROW_METRICS, study_rows
     from medseg.handlers.tracking import _client
 
     client = _client(state["tracking_uri"])
@@ -90,6 +98,21 @@ def write_study(cfg: Any, state: dict[str, Any], runs: Sequence[Any], elapsed_s:
     atomic_write_text(outputs["study_json"], json.dumps(study, indent=1, allow_nan=False) + "\n")
     atomic_write_text(outputs["report_html"], _html(study))
     return study
+
+
+def study_rows(client: Any, run_id: str, loss: str, seed: int, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """study.csv rows of one run, read from its MLflow run (``None`` where the run has no value)."""
+    from medseg.handlers.tracking import _safe_name
+
+    metrics = client.get_run(run_id).data.metrics
+    rows = []
+    for name in classes:
+        row: dict[str, Any] = {"loss": loss, "seed": seed, "class": name}
+        for column, key in ROW_METRICS.items():
+            row[column] = metrics.get(key.format(c=_safe_name(name)))
+        row["mlflow_run_id"] = run_id
+        rows.append(row)
+    return rows
 
 
 def verdict(low: float | None, high: float | None, lower_is_better: bool = False) -> str:
@@ -264,8 +287,6 @@ def _ci(c: dict[str, Any]) -> str:
 
 def _tables(study: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of the aggregate, comparison and claim tables, shared by HTML and Markdown."""
-    from medseg.engine.study import ROW_METRICS
-
     n = study["settings"]["seeds"]
     head = ["loss", "class", *[m.replace("_", " ") for m in ROW_METRICS]]
     agg = [[loss, name, *[_fmt(per[name][m]) for m in ROW_METRICS]]
