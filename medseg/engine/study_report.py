@@ -241,13 +241,15 @@ def figures(study: dict[str, Any]) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
     out = {}
-    classes = [c for c in study["classes"] if any(b["lesions"] for loss in study["dice_by_size"].values()
-                                                  for b in loss.get(c, []))]
+    # classes whose connected components span several size bins (an organ or a vessel tree is one component)
+    classes = [c for c in study["classes"] if max(sum(1 for b in loss.get(c, []) if b["lesions"])
+                                                  for loss in study["dice_by_size"].values()) > 1]
     fig, axes = plt.subplots(1, max(len(classes), 1), figsize=(4.2 * max(len(classes), 1), 3.4), squeeze=False)
     for ax, name in zip(axes[0], classes, strict=False):
         for loss, per_class in study["dice_by_size"].items():
             bins = [b for b in per_class[name] if b["lesions"]]
-            ax.plot([b["bin"] for b in bins], [b["mean_dice"] for b in bins], marker="o", label=loss)
+            ax.plot([f"{b['bin']}\n(n={b['lesions']})" for b in bins], [b["mean_dice"] for b in bins], marker="o",
+                    label=loss)
         ax.set(title=f"{name}: lesion Dice by size", xlabel="reference lesion volume (mm$^3$)", ylabel="Dice",
                ylim=(0, 1))
     axes[0][0].legend(fontsize=7)
@@ -292,7 +294,7 @@ def _tables(study: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
     agg = [[loss, name, *[_fmt(per[name][m]) for m in ROW_METRICS]]
            for loss, per in study["aggregate"].items() for name in study["classes"]]
     comp = [[c["loss"], c["class"], str(c["n_pairs"]), _ci(c)] for c in study["comparisons"]]
-    claims = [[c["claim"], f"{c.get('loss')} vs {c.get('baseline')}", str(c.get("class", "-")),
+    claims = [[c["claim"], f"{c['loss']} vs {c['baseline']}" if c.get("loss") else "-", str(c.get("class", "-")),
                str(c.get("metric", "-")), _ci(c), c["verdict"] + (f" ({c['why']})" if c.get("why") else "")]
               for c in study["claims"]]
     return [(f"Test-set scores per loss (mean ± sd over {n} seeds)", head, agg),
