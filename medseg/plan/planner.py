@@ -89,7 +89,7 @@ class ComputeBudget:
 
     @classmethod
     def for_device(cls, device: str) -> ComputeBudget:
-        """CPU: residual UNet, 48^3-voxel patches, 1.5M-voxel volumes, 16-128 filters; CUDA: DynUNet sized by
+        """CPU: residual UNet, 64^3-voxel patches, 3M-voxel volumes, 16-128 filters; CUDA: DynUNet sized by
         the GPU's memory.
 
         On 2 CPU cores a DynUNet step (two convolutions at full resolution in the first encoder and
@@ -103,7 +103,7 @@ class ComputeBudget:
             side = 128 if gib >= 10 else 96  # nnU-Net's default 3d_fullres budget fits ~8-10 GiB
             return cls("cuda", network="dynunet", patch_voxels=side**3, volume_voxels=None, base_filters=32, max_filters=320,
                        max_levels=6, batch_size=2, samples_per_case=1)
-        return cls("cpu", network="unet", patch_voxels=48**3, volume_voxels=1_500_000, base_filters=16, max_filters=128,
+        return cls("cpu", network="unet", patch_voxels=64**3, volume_voxels=3_000_000, base_filters=16, max_filters=128,
                    max_levels=5, batch_size=2, samples_per_case=2)
 
 
@@ -184,7 +184,9 @@ def _fit_volume(target: np.ndarray, median_mm: np.ndarray, budget: int | None) -
     target = target.copy()
     while budget is not None and np.prod(median_mm / target) > budget:
         finest = float(target.min())
-        target[target <= finest * 1.001] = finest * 1.1  # the fine axes together, 10% at a time
+        coarser = target[target > finest * 1.001]
+        step = min(finest * 1.1, float(coarser.min())) if coarser.size else finest * 1.1
+        target[target <= finest * 1.001] = step  # the fine axes together, 10% at a time, never past the next axis
     return target
 
 

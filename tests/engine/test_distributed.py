@@ -19,23 +19,21 @@ def _single_process_val_dice(run_dir, dataset) -> float:
     from monai.transforms import AsDiscreted, Compose
 
     from medseg.data.datalist import load_dataset
-    from medseg.data.pipeline import PipelineConfig, val_transforms
+    from medseg.data.pipeline import val_transforms
     from medseg.engine.predict import load_model
     from medseg.handlers.metrics import validation_metrics
 
     model = load_model(run_dir / "checkpoints" / "best.pt", torch.device("cpu"))
-    cfg = model.config
+    plan = model.plan  # the run's own plan, read back from its checkpoint
     ds = load_dataset(dataset)
     val = json.loads((run_dir / "datalist.json").read_text())["validation"]
-    pcfg = PipelineConfig(pixdim=tuple(cfg["pixdim"]), patch_size=tuple(cfg["patch_size"]), num_classes=ds.num_classes,
-                          modality=ds.modality, hu_window=tuple(cfg["hu_window"]))
     metrics = validation_metrics(num_classes=ds.num_classes, label_names=ds.labels)
     post = Compose([AsDiscreted(keys="pred", argmax=True, to_onehot=ds.num_classes),
                     AsDiscreted(keys="label", to_onehot=ds.num_classes)])
     evaluator = SupervisedEvaluator(
-        device=torch.device("cpu"), val_data_loader=DataLoader(Dataset(val, val_transforms(pcfg)), batch_size=1),
+        device=torch.device("cpu"), val_data_loader=DataLoader(Dataset(val, val_transforms(plan)), batch_size=1),
         network=model.network, postprocessing=post,
-        inferer=SlidingWindowInferer(roi_size=pcfg.patch_size, sw_batch_size=4, overlap=0.25, mode="gaussian"),
+        inferer=SlidingWindowInferer(roi_size=plan.patch_size, sw_batch_size=4, overlap=0.25, mode="gaussian"),
         key_val_metric={"mean_dice": metrics.pop("mean_dice")}, additional_metrics=metrics)
     evaluator.run()
     return float(evaluator.state.metrics["mean_dice"])
