@@ -36,7 +36,7 @@ def test_anisotropic_data_is_not_pooled_along_the_coarse_axis_first(anisotropic)
     # a kernel is 1 along z while z is more than twice the finest spacing (5 > 1.6, 5 > 3.2)
     assert net.kernels[:3] == ((3, 3, 1), (3, 3, 1), (3, 3, 3))
     assert all(p % t == 0 for p, t in zip(plan.patch_size, net.total_stride, strict=True))
-    assert plan.patch_size[2] <= 24 and plan.patch_size[0] >= 2 * plan.patch_size[2]
+    assert plan.patch_size[2] <= 32 and plan.patch_size[0] >= 2 * plan.patch_size[2]  # at most the 32 slices
     assert set(sources.values()) == {"plan"}
 
 
