@@ -142,7 +142,8 @@ def train_transforms(cfg: Plan | PipelineConfig, distance_map_key: str | None = 
                                    indices_key="label_cls_indices", num_samples=plan.samples_per_case, warn=False),
         mt.RandFlipd(keys=spatial, prob=0.5, spatial_axis=0),
         mt.RandFlipd(keys=spatial, prob=0.5, spatial_axis=1),
-        mt.RandRotate90d(keys=spatial, prob=0.25, spatial_axes=(0, 1)),
+        # quarter turns in-plane only for a square in-plane patch (they would swap its sides otherwise)
+        *([mt.RandRotate90d(keys=spatial, prob=0.25, spatial_axes=(0, 1))] if patch[0] == patch[1] else []),
         mt.RandAffined(keys=spatial, prob=0.2, rotate_range=(0.0, 0.0, 0.26), scale_range=(0.1, 0.1, 0.1),
                        mode=interp, padding_mode="border"),
         mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
