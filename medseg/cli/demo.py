@@ -21,7 +21,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medseg-demo", description=__doc__.strip().splitlines()[0])
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
-    p.add_argument("--epochs", type=int, default=120, help="training epochs (default 120)")
+    p.add_argument("--epochs", type=int, default=60, help="training epochs (default 60)")
     p.add_argument("--val-interval", type=int, default=5, help="validate every N epochs (default 5)")
     p.add_argument("--train-cases", type=int, default=24)
     p.add_argument("--test-cases", type=int, default=6)
