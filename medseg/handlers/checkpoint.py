@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 
 from medseg.errors import InputError
 from medseg.utils.files import atomic_path
@@ -84,9 +84,6 @@ class CheckpointSaver:
 
     def _lasts(self) -> list[tuple[int, Path]]:
         return [(int(m.group(1)), p) for p in self.directory.glob("last_epoch=*.pt") if (m := _LAST.match(p.name))]
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save_last)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
