@@ -107,7 +107,7 @@ def main() -> None:
     data_cfg = BrainConfig(train_cases=args.train_cases, test_cases=args.test_cases)
     meta_path = build_dataset(out / "data", data_cfg)
     data = meta_path.parent
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     build_s = time.perf_counter() - t0
     cases = meta["cases"]
     voxels = [c["shape"][0] * c["shape"][1] * c["shape"][2] for c in cases.values()]

@@ -187,7 +187,7 @@ def build_dataset(root: str | Path, cfg: BrainConfig = BrainConfig()) -> Path:
     meta_path = root / "dataset.json"
     options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("synth_options") == options and all(
                 (root / e[k]).is_file() for e in meta["training"] + meta["test"] for k in ("image", "label")):
             return meta_path

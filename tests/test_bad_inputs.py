@@ -157,7 +157,7 @@ def missing_test_image(root: Path) -> Path:
 
 def count_mismatch(root: Path) -> Path:
     f = root / "dataset.json"
-    meta = json.loads(f.read_text())
+    meta = json.loads(f.read_text(encoding="utf-8"))
     meta["numTraining"] = 3
     f.write_text(json.dumps(meta))
     return f

@@ -39,7 +39,7 @@ def test_quick_run_prints_tables_and_writes_json(tmp_path):
     text = proc.stdout
     for title in ("== training", "== inference", "== agreement"):
         assert title in text
-    report = json.loads(out.read_text())
+    report = json.loads(out.read_text(encoding="utf-8"))
     assert set(report) >= {"environment", "cuda_available", "training", "inference", "agreement", "tolerances",
                            "passed", "seconds"}
     assert report["quick"] is True and report["passed"] is True

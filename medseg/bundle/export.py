@@ -102,7 +102,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, report: str | Path | No
     ckpt, payload = read_checkpoint(run)
     summary_path = find_report(run, report)
     if summary_path is not None:
-        metrics = report_metrics(json.loads(summary_path.read_text()))
+        metrics = report_metrics(json.loads(summary_path.read_text(encoding="utf-8")))
         source = f"evaluation report {summary_path}"
     else:
         metrics = _validation_metrics(run)
@@ -122,9 +122,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, report: str | Path | No
         copies += [(summary_path, "evaluation_summary.json")] if summary_path is not None else []
         for src, name in copies:
             if src.is_file():
-                text = json.dumps(portable(json.loads(src.read_text()), anchors), indent=2) + "\n"
+                text = json.dumps(portable(json.loads(src.read_text(encoding="utf-8")), anchors), indent=2) + "\n"
                 (tmp / "docs" / "training_run").mkdir(parents=True, exist_ok=True)
-                (tmp / "docs" / "training_run" / name).write_text(text)
+                (tmp / "docs" / "training_run" / name).write_text(text, encoding="utf-8")
         if torchscript:
             from medseg.bundle.verify import export_torchscript
 

@@ -61,7 +61,7 @@ def read_large_files(bundle_root: str | Path) -> list[dict[str, Any]]:
 
     path = Path(bundle_root) / LARGE_FILES
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: cannot read ({exc})") from exc
     entries = (content or {}).get("large_files") if isinstance(content, dict) else None

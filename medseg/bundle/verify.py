@@ -159,7 +159,7 @@ def lint_warnings(bundle_dir: str | Path, installed_medseg: str | None = "auto")
     """medseg's named warnings about a bundle (:mod:`medseg.bundle.lint`); ``[]`` without a readable metadata.json."""
     meta = Path(bundle_dir) / "configs" / "metadata.json"
     try:
-        metadata = json.loads(meta.read_text())
+        metadata = json.loads(meta.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
     return lint_bundle(bundle_dir, metadata, installed_medseg) if isinstance(metadata, dict) else []
@@ -174,7 +174,7 @@ def _verify_metadata(meta: str) -> str:
 
     from medseg.bundle.schema import validate_metadata
 
-    problems = validate_metadata(json.loads(Path(meta).read_text()))
+    problems = validate_metadata(json.loads(Path(meta).read_text(encoding="utf-8")))
     if problems:
         raise InputError("metadata.json does not follow MONAI's schema: " + "; ".join(problems))
     with tempfile.TemporaryDirectory() as tmp:  # always medseg's schema, whatever copy the bundle ships

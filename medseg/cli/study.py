@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _loss_args(raw: str | None) -> dict:
     if raw is None:
         return {}
-    text = Path(raw).read_text() if Path(raw).is_file() else raw
+    text = Path(raw).read_text(encoding="utf-8") if Path(raw).is_file() else raw
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -71,9 +71,9 @@ def _markdown(args: argparse.Namespace) -> int:
     if not source.is_file():
         raise InputError(f"--markdown: {source} not found (run the study first)")
     page = Path(args.markdown)
-    study = json.loads(source.read_text())
+    study = json.loads(source.read_text(encoding="utf-8"))
     text = render_markdown(study, page.parent / page.stem, page.stem)
-    page.write_text(text)
+    page.write_text(text, encoding="utf-8")
     print(f"wrote {page} and its figures in {page.parent / page.stem}/")
     return 0
 

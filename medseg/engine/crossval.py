@@ -39,7 +39,7 @@ def fold_result(run_dir: str | Path) -> dict[str, Any]:
     config_file, journal = run / CONFIG_FILE, run / JOURNAL_FILE
     if not config_file.is_file() or not journal.is_file():
         raise InputError(f"{run}: not a medseg training run (needs {CONFIG_FILE} and {JOURNAL_FILE})")
-    config = json.loads(config_file.read_text())
+    config = json.loads(config_file.read_text(encoding="utf-8"))
     best = best_record(run, VAL_KEY_METRIC)
     if best is None:
         raise InputError(f"{journal}: no validated epoch yet")
@@ -101,7 +101,7 @@ def determine_postprocessing(run_dirs: list[str | Path], device: str = "auto") -
         datalist = Path(run) / DATALIST_FILE
         if not datalist.is_file():
             raise InputError(f"{run}: no {DATALIST_FILE}; post-processing needs the run's validation cases")
-        for case in json.loads(datalist.read_text())["validation"]:
+        for case in json.loads(datalist.read_text(encoding="utf-8"))["validation"]:
             probs = predict_probabilities(lm, case["image"], dev)
             gt = nib.load(case["label"])
             labels = np.rint(np.asarray(gt.dataobj)).astype(np.int16).reshape(gt.shape[:3])

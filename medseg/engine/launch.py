@@ -39,7 +39,7 @@ def _worker(local_rank: int, cfg_dict: dict[str, Any], resume: bool) -> None:
     result = train(TrainConfig.from_dict(cfg_dict), resume=resume)
     if is_main():
         payload = {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(result).items()}
-        (Path(cfg_dict["out"]) / RESULT_FILE).write_text(json.dumps(payload) + "\n")
+        (Path(cfg_dict["out"]) / RESULT_FILE).write_text(json.dumps(payload) + "\n", encoding="utf-8")
 
 
 def launch(cfg: TrainConfig, nproc: int = 1, resume: bool = False) -> TrainResult:
@@ -60,5 +60,5 @@ def launch(cfg: TrainConfig, nproc: int = 1, resume: bool = False) -> TrainResul
     result_file.unlink(missing_ok=True)
     with idist.Parallel(backend=backend, nproc_per_node=nproc, master_port=_free_port()) as parallel:
         parallel.run(_worker, cfg.to_dict(), resume)
-    raw = json.loads(result_file.read_text())
+    raw = json.loads(result_file.read_text(encoding="utf-8"))
     return TrainResult(**{**raw, "run_dir": Path(raw["run_dir"]), "best_checkpoint": Path(raw["best_checkpoint"])})

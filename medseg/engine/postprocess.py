@@ -41,7 +41,7 @@ def load_postprocessing(run_dir: str | Path | None) -> dict[str, Any] | None:
     if run_dir is None:
         return None
     path = Path(run_dir) / POSTPROCESSING_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def structure_masks(labels: np.ndarray, plan: Plan) -> dict[int, np.ndarray]:

@@ -207,7 +207,7 @@ def run_study(cfg: StudyConfig, max_runs: int | None = None,
                         return {"complete": False, "runs": [asdict(r) for r in runs]}
                     _train_and_evaluate(cfg, state, loss, seed, run_dir)
                     trained += 1
-                row = json.loads((run_dir / ROW_FILE).read_text())
+                row = json.loads((run_dir / ROW_FILE).read_text(encoding="utf-8"))
                 runs.append(StudyRun(loss, seed, run_dir, row["mlflow_run_id"], trained=now))
                 if on_run is not None:
                     on_run(runs[-1])
@@ -238,7 +238,7 @@ def _train_and_evaluate(cfg: StudyConfig, state: dict[str, Any], loss: str, seed
                        tags=tags, **cfg.train_overrides)
     resume = checkpoint_dir(run_dir).is_dir() and any(checkpoint_dir(run_dir).glob("*.pt"))
     if not resume and (run_dir / MLFLOW_RUN_FILE).is_file():  # killed before its first checkpoint
-        stale = json.loads((run_dir / MLFLOW_RUN_FILE).read_text())["run_id"]
+        stale = json.loads((run_dir / MLFLOW_RUN_FILE).read_text(encoding="utf-8"))["run_id"]
         _client(state["tracking_uri"]).set_terminated(stale, "KILLED")
     logger.info("study %s: %s seed %d (%s)", cfg.name, loss, seed, "resuming" if resume else "training")
     result = train(tcfg, resume=resume)
@@ -284,7 +284,7 @@ def _load_state(cfg: StudyConfig) -> dict[str, Any] | None:
     path = Path(cfg.out) / STATE_FILE
     if not path.is_file():
         return None
-    state = json.loads(path.read_text())
+    state = json.loads(path.read_text(encoding="utf-8"))
     if state["settings"] != _settings(cfg):
         raise InputError(f"--out {cfg.out}: holds a study with other settings ({state['settings']}); choose "
                          "another folder or rerun with the same --data, --epochs and training options")

@@ -57,12 +57,12 @@ def write_study(cfg: Any, state: dict[str, Any], runs: Sequence[Any], elapsed_s:
     curves: dict[str, dict[str, list[list[float]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs:
-            classes = json.loads((Path(run.run_dir) / ROW_FILE).read_text())["classes"]
+            classes = json.loads((Path(run.run_dir) / ROW_FILE).read_text(encoding="utf-8"))["classes"]
             rows += study_rows(client, run.mlflow_run_id, run.loss, run.seed, classes)
             for name, into in (("metrics.csv", cases), ("lesions.csv", lesions)):
                 path = client.download_artifacts(run.mlflow_run_id, f"evaluation/{name}",
                                                  str(Path(tmp) / f"{run.loss}-{run.seed}"))
-                with open(path, newline="") as f:
+                with open(path, newline="", encoding="utf-8") as f:
                     into += [{**r, "loss": run.loss, "seed": run.seed} for r in csv.DictReader(f)]
             history = client.get_metric_history(run.mlflow_run_id, VAL_KEY_METRIC)
             curves.setdefault(run.loss, {})[str(run.seed)] = sorted([int(m.step), float(m.value)] for m in history)

@@ -130,7 +130,7 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise InputError(f"{run_dir}: not a training run directory (no {CONFIG_FILE})")
-    return TrainConfig.from_dict(json.loads(path.read_text()))
+    return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def prepare_plan(cfg: TrainConfig, dataset: Dataset | None = None) -> Plan:

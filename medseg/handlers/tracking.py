@@ -123,7 +123,7 @@ class MLflowTracker:
         run_file = self.run_dir / RUN_FILE
         if not run_file.is_file():
             raise InputError(f"--resume: {run_file} is missing, so the MLflow run to continue is unknown")
-        info = json.loads(run_file.read_text())
+        info = json.loads(run_file.read_text(encoding="utf-8"))
         run_id = info["run_id"]
         self._safe("update_run", self.client.update_run, run_id, status="RUNNING")
         self._remote = None  # what the run holds is read back before the first push

@@ -28,7 +28,7 @@ def test_bundle_has_every_spec_file():
 def test_committed_configs_are_the_rendered_template():
     rendered = render_configs(BundleParams())
     for name, content in rendered.items():
-        on_disk = json.loads((BUNDLE / "configs" / name).read_text())
+        on_disk = json.loads((BUNDLE / "configs" / name).read_text(encoding="utf-8"))
         if name == "metadata.json":  # library versions are those of the machine that wrote it
             versions = {"monai_version", "pytorch_version", "numpy_version", "optional_packages_version",
                         "required_packages_version"}
@@ -41,7 +41,7 @@ def test_committed_configs_are_the_rendered_template():
 def test_configs_hold_wiring_not_code(name):
     path = BUNDLE / "configs" / f"{name}.json"
     assert check_config(ConfigParser.load_config_file(str(path)), path) == []
-    assert "$" not in path.read_text()
+    assert "$" not in path.read_text(encoding="utf-8")
 
 
 def test_train_and_overrides_load_untrusted():
@@ -50,7 +50,7 @@ def test_train_and_overrides_load_untrusted():
     assert multi["network"]["_target_"] == "medseg.bundle.components.distributed_network"
     assert multi["train#dataloader#shuffle"] is False
     # every rank validates (no rank filter on the trainer's handlers); only writers are rank-0 only
-    override = json.loads((BUNDLE / "configs" / "multi_gpu_train.json").read_text())
+    override = json.loads((BUNDLE / "configs" / "multi_gpu_train.json").read_text(encoding="utf-8"))
     assert not [k for k in override if "handlers" in k]
     train = load_config(BUNDLE / "configs" / "train.json")
     assert [h.get("_disabled_") for h in train["validate#handlers"]] == ["@is_not_rank0", "@is_not_rank0"]
@@ -59,7 +59,7 @@ def test_train_and_overrides_load_untrusted():
 
 
 def test_metadata_network_data_format():
-    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text(encoding="utf-8"))
     image = meta["network_data_format"]["inputs"]["image"]
     pred = meta["network_data_format"]["outputs"]["pred"]
     assert image["num_channels"] == 1 and image["value_range"] == [0, 1] and image["channel_def"] == {"0": "image"}
@@ -71,7 +71,7 @@ def test_verify_metadata_offline_with_local_schema(tmp_path):
     bundle = tmp_path / "b"
     shutil.copytree(BUNDLE, bundle)
     monai_bundle("verify_metadata", bundle, meta_file="configs/metadata.json", filepath=SCHEMA_FILE)
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))
     del meta["network_data_format"]["inputs"]["image"]["num_channels"]
     (bundle / "bad.json").write_text(json.dumps(meta))
     from monai.bundle import verify_metadata
@@ -89,7 +89,7 @@ def test_bundle_trains_evaluates_infers_and_exports(tmp_path, tiny_dataset):
     assert (bundle / "models" / "model.pt").is_file()
 
     monai_bundle("run", bundle, config_file=["configs/train.json", "configs/evaluate.json"], **data)
-    rows = dict(line.split(",")[:2] for line in (bundle / "eval" / "metrics.csv").read_text().splitlines())
+    rows = dict(line.split(",")[:2] for line in (bundle / "eval" / "metrics.csv").read_text(encoding="utf-8").splitlines())
     assert 0.0 <= float(rows["val_mean_dice"]) <= 1.0 and {"val_mean_hd95", "val_hd95_organ", "val_hd95_lesion"} <= set(rows)
 
     monai_bundle("run", bundle, config_file="configs/inference.json", output_dir=str(tmp_path / "seg"), **data)

@@ -32,10 +32,10 @@ def test_exported_run_passes_checks_and_matches_predict(tmp_path, tiny_run, tiny
     out = tmp_path / "exported"
     assert main(["bundle", "export", str(tiny_run.run_dir), str(out)]) == 0
     assert (out / "models" / "model.pt").is_file() and (out / "models" / "model.ts").is_file()
-    meta = json.loads((out / "configs" / "metadata.json").read_text())
-    journal = [json.loads(line) for line in (tiny_run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    meta = json.loads((out / "configs" / "metadata.json").read_text(encoding="utf-8"))
+    journal = [json.loads(line) for line in (tiny_run.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert meta["eval_metrics"]["val_mean_dice"] == pytest.approx(max(r["metrics"]["val_mean_dice"] for r in journal))
-    train_cfg = json.loads((out / "configs" / "train.json").read_text())
+    train_cfg = json.loads((out / "configs" / "train.json").read_text(encoding="utf-8"))
     plan = train_cfg["pipeline"]["raw"]  # the run's plan, read back by medseg
     assert plan["network"]["filters"] == [8, 16, 32] and train_cfg["patch_size"] == plan["patch_size"] == [16, 16, 16]
     assert train_cfg["network_def"] == {"_target_": "medseg.engine.network.planned_network", "plan": "@pipeline"}

@@ -56,11 +56,11 @@ def test_large_files_lists_the_weights_with_their_hash(tmp_path):
 
 def test_model_card_and_data_licence(tmp_path):
     bundle = make_bundle(tmp_path / "b")
-    card = (bundle / "docs" / "README.md").read_text()
+    card = (bundle / "docs" / "README.md").read_text(encoding="utf-8")
     for section in ("## Intended use", "## Data", "## Evaluation", "## Limitations", "## Installation"):
         assert section in card
     assert "pip install \"medseg>=" in card and "torchrun --nproc_per_node N -m monai.bundle run" in card
-    assert "medseg synth" in (bundle / "docs" / "data_license.txt").read_text()
+    assert "medseg synth" in (bundle / "docs" / "data_license.txt").read_text(encoding="utf-8")
 
 
 @pytest.mark.skipif(not HAS_FIRE, reason="python -m monai.bundle needs the fire package")

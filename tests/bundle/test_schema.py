@@ -14,7 +14,7 @@ from tests.bundle.conftest import BUNDLE
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ZOO = ["spleen_ct_segmentation", "brats_mri_segmentation", "swin_unetr_btcv_segmentation", "wholeBody_ct_segmentation"]
-OURS = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+OURS = json.loads((BUNDLE / "configs" / "metadata.json").read_text(encoding="utf-8"))
 
 pytest.importorskip("jsonschema", reason="schema validation needs jsonschema")
 # MONAI warns that a local schema file has no hash to check: the file is written by the test itself
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:No hash value provided:UserWarni
 
 
 def _zoo(name: str) -> dict:
-    return json.loads((FIXTURES / f"{name}.json").read_text())
+    return json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def _monai_verify(meta: dict, tmp_path: Path) -> None:

@@ -42,6 +42,6 @@ def test_torchrun_two_processes_train_and_validate_like_one(tmp_path, tiny_datas
     assert len(best) == 2, log[-4000:]  # one line per validation (epochs 1 and 2), rank 0 only
 
     monai_bundle("run", bundle, config_file=["configs/train.json", "configs/evaluate.json"], **data)
-    rows = dict(line.split(",")[:2] for line in (bundle / "eval" / "metrics.csv").read_text().splitlines())
+    rows = dict(line.split(",")[:2] for line in (bundle / "eval" / "metrics.csv").read_text(encoding="utf-8").splitlines())
     assert float(rows["val_mean_dice"]) == pytest.approx(best[-1], abs=1e-9)
 

@@ -53,7 +53,7 @@ def test_bundle_validation_equals_medseg_evaluate(tmp_path, tiny_dataset, seed):
     ours = evaluator.state.metrics
     assert main(["evaluate", str(pred_dir), str(gt_dir), "--out", str(tmp_path / "report"), "--labels", "1", "2",
                  "--no-progress"]) == 0
-    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text(encoding="utf-8"))
     by_label = {int(c["label"]): c["metrics"] for c in summary["classes"].values()}
     for label, name in ((1, "organ"), (2, "lesion")):
         assert ours[f"val_dice_{name}"] == pytest.approx(by_label[label]["dice"]["mean"], abs=1e-6), name

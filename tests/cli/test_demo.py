@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _demo_module() -> str:
-    match = re.search(r"^demo:.*\n\t\$\(PY\) -m ([\w.]+)", (ROOT / "Makefile").read_text(), re.M)
+    match = re.search(r"^demo:.*\n\t\$\(PY\) -m ([\w.]+)", (ROOT / "Makefile").read_text(encoding="utf-8"), re.M)
     assert match, "Makefile has no 'demo' target running a module"
     return match.group(1)
 

@@ -201,7 +201,7 @@ def test_nnunet_v2_missing_channel_and_orphan_label(tmp_path: Path) -> None:
 def test_nnunet_v2_missing_label_and_count(tmp_path: Path) -> None:
     root = nnunet(tmp_path, n=3)
     (root / "labelsTr/case2.nii.gz").unlink()
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     meta["numTraining"] = 2
     (root / "dataset.json").write_text(json.dumps(meta))
     found = errors(root)
@@ -211,7 +211,7 @@ def test_nnunet_v2_missing_label_and_count(tmp_path: Path) -> None:
 
 def test_nnunet_v2_explicit_dataset_mapping(tmp_path: Path) -> None:
     root = nnunet(tmp_path)
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     meta["dataset"] = {f"case{i}": {"images": [f"imagesTr/case{i}_0000.nii.gz", f"imagesTr/case{i}_0001.nii.gz"],
                                     "label": f"labelsTr/case{i}.nii.gz"} for i in range(2)}
     (root / "dataset.json").write_text(json.dumps(meta))
@@ -237,7 +237,7 @@ def test_bad_dataset_json(tmp_path: Path, content: str | None, expected: str) ->
 def test_unlisted_and_duplicate_files_are_warnings(tmp_path: Path) -> None:
     root = msd(tmp_path)
     save(root / "imagesTr/stray.nii.gz", image())
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     meta["training"].append(meta["training"][0])
     meta["numTraining"] = 3
     (root / "dataset.json").write_text(json.dumps(meta))
@@ -252,7 +252,7 @@ def test_uncompressed_nifti_truncated(tmp_path: Path) -> None:
     root = msd(tmp_path)
     f = save(root / "imagesTr/c0.nii", image())
     f.write_bytes(f.read_bytes()[:-100])
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     meta["training"][0]["image"] = "./imagesTr/c0.nii"
     (root / "dataset.json").write_text(json.dumps(meta))
     assert any(e.startswith(f"{f}: not a readable NIfTI file") and "damaged" in e for e in errors(root))
@@ -297,11 +297,11 @@ def test_cli_json_report_and_warnings(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "warning: " in out and "background only" in out
     assert "0 error(s), 1 warning(s)" in out
-    assert json.loads(out_json.read_text())["ok"] is True
+    assert json.loads(out_json.read_text(encoding="utf-8"))["ok"] is True
     (root / "labelsTr/c0.nii.gz").write_bytes(b"")
     assert main(["check", str(root), "--json", str(out_json)]) == 2
     assert "empty label file" in capsys.readouterr().err
-    assert json.loads(out_json.read_text())["errors"][0]["problem"] == "empty label file"
+    assert json.loads(out_json.read_text(encoding="utf-8"))["errors"][0]["problem"] == "empty label file"
 
 
 def test_nnunet_v2_nrrd_files_via_simpleitk(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from medseg.errors import InputError
 
 
 def test_layout_and_dataset_json(tiny_dataset):
-    meta = json.loads((tiny_dataset / "dataset.json").read_text())
+    meta = json.loads((tiny_dataset / "dataset.json").read_text(encoding="utf-8"))
     assert meta["numTraining"] == 6 and meta["numTest"] == 2
     assert meta["labels"] == {"0": "background", "1": "organ", "2": "lesion"}
     for entry in meta["training"] + meta["test"]:
@@ -83,7 +83,7 @@ def test_vessels_leave_the_rest_of_the_phantom_unchanged(tmp_path):
     base, ves = tmp_path / "base", tmp_path / "ves"
     synthesise_dataset(base, SynthConfig(train_cases=2, test_cases=0, size=48, seed=3))
     synthesise_dataset(ves, SynthConfig(train_cases=2, test_cases=0, size=48, seed=3, vessels=True))
-    assert json.loads((ves / "dataset.json").read_text())["labels"]["3"] == "vessel"
+    assert json.loads((ves / "dataset.json").read_text(encoding="utf-8"))["labels"]["3"] == "vessel"
     for k in range(2):
         lab0, lab1 = _voxels(base / f"labelsTr/case_{k:03d}.nii.gz"), _voxels(ves / f"labelsTr/case_{k:03d}.nii.gz")
         img0, img1 = _voxels(base / f"imagesTr/case_{k:03d}.nii.gz"), _voxels(ves / f"imagesTr/case_{k:03d}.nii.gz")
@@ -110,7 +110,7 @@ def test_channels_layouts_and_decoy(tmp_path, layout):
     root = tmp_path / layout
     synthesise_dataset(root, SynthConfig(train_cases=2, test_cases=1, size=32, seed=4, channels=2,
                                          decoy_channel=True, layout=layout))
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     if layout == "msd":
         assert meta["modality"] == {"0": "noise", "1": "CT"} and meta["tensorImageSize"] == "4D"
         image = _voxels(root / "imagesTr/case_000.nii.gz")
@@ -141,7 +141,7 @@ def test_channels_layouts_and_decoy(tmp_path, layout):
 def test_mr_is_zero_outside_the_body_only(tmp_path):
     root = tmp_path / "mr"
     synthesise_dataset(root, SynthConfig(train_cases=1, test_cases=0, size=32, seed=5, modality="MR", channels=2))
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     assert meta["modality"] == {"0": "T1", "1": "T2"} and meta["name"] == "SyntheticAbdomenMR"
     image = np.moveaxis(_voxels(root / "imagesTr/case_000.nii.gz"), -1, 0)
     label = _voxels(root / "labelsTr/case_000.nii.gz")
@@ -172,7 +172,7 @@ def test_regions(tmp_path, layout):
     root = tmp_path / layout
     synthesise_dataset(root, SynthConfig(train_cases=2, test_cases=1, size=48, seed=6, regions=True, layout=layout,
                                          lesions=(2, 2)))
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     assert meta["labels"] == {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "lesion": [3]}
     assert meta["regions_class_order"] == [1, 2, 3]
     label = _voxels(root / "labelsTr/case_000.nii.gz")
@@ -230,7 +230,7 @@ def test_cli_writes_the_requested_variant(tmp_path, capsys):
     assert main(["synth", str(out), "--train-cases", "2", "--test-cases", "1", "--size", "24", "--layout", "nnunet",
                  "--channels", "3", "--modality", "mr", "--regions", "--vessels", "--lesions", "1", "2"]) == 0
     assert "2 training and 1 test cases (nnunet layout)" in capsys.readouterr().out
-    meta = json.loads((out / "dataset.json").read_text())
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["channel_names"] == {"0": "T1", "1": "T2", "2": "FLAIR"}
     assert meta["labels"]["vessel"] == 4 and meta["regions_class_order"] == [1, 2, 3, 4]
     assert meta["synth_options"]["lesions"] == [1, 2]

@@ -36,21 +36,21 @@ def test_two_folds_and_their_summary(tmp_path, tiny_dataset, capsys):
                      "--no-progress", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
         assert code == 0
         runs.append(run)
-    val = [{d["case_id"] for d in json.loads((r / "datalist.json").read_text())["validation"]} for r in runs]
+    val = [{d["case_id"] for d in json.loads((r / "datalist.json").read_text(encoding="utf-8"))["validation"]} for r in runs]
     assert val[0] and val[1] and not val[0] & val[1]
 
     capsys.readouterr()
     assert main(["crossval", *map(str, runs), "--out", str(tmp_path / "cv.json")]) == 0
     out = capsys.readouterr().out
     assert "folds [0, 1] of 3" in out and "mean_dice" in out and "mean_hd95" in out
-    summary = json.loads((tmp_path / "cv.json").read_text())
+    summary = json.loads((tmp_path / "cv.json").read_text(encoding="utf-8"))
     dice = [r["metrics"]["mean_dice"] for r in summary["runs"]]
     assert summary["summary"]["mean_dice"]["mean"] == pytest.approx(statistics.mean(dice))
     assert summary["summary"]["mean_dice"]["std"] == pytest.approx(statistics.stdev(dice))
     assert summary["summary"]["mean_hd95"]["n"] >= 1
 
     assert main(["crossval", *map(str, runs), "--postprocess", "--device", "cpu"]) == 0
-    decisions = [json.loads((r / "postprocessing.json").read_text()) for r in runs]
+    decisions = [json.loads((r / "postprocessing.json").read_text(encoding="utf-8")) for r in runs]
     assert decisions[0] == decisions[1] and decisions[0]["validation_cases"] == sum(map(len, val))
     assert set(decisions[0]["dice_before"]) == {"1", "2"}
     for k, rule in decisions[0]["structures"].items():  # adopted only where it raised the validation Dice

@@ -26,7 +26,7 @@ def _single_process_val_dice(run_dir, dataset) -> float:
     model = load_model(run_dir / "checkpoints" / "best.pt", torch.device("cpu"))
     plan = model.plan  # the run's own plan, read back from its checkpoint
     ds = load_dataset(dataset)
-    val = json.loads((run_dir / "datalist.json").read_text())["validation"]
+    val = json.loads((run_dir / "datalist.json").read_text(encoding="utf-8"))["validation"]
     metrics = validation_metrics(num_classes=ds.num_classes, label_names=ds.labels)
     post = Compose([AsDiscreted(keys="pred", argmax=True, to_onehot=ds.num_classes),
                     AsDiscreted(keys="label", to_onehot=ds.num_classes)])
@@ -53,7 +53,7 @@ def test_two_gloo_processes(tmp_path, tiny_dataset):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "val_mean_dice")) == [1, 2]
 
-    journal = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    journal = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["epoch"] for r in journal] == [1, 2]
     best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     best_record = next(r for r in journal if r["epoch"] == best["epoch"])

@@ -68,7 +68,7 @@ def test_writes_the_three_files(evaluated):
 
 def test_csv_has_one_row_per_case_and_class(evaluated):
     _, out, _ = evaluated
-    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    rows = list(csv.DictReader((out / "metrics.csv").open(encoding="utf-8")))
     assert len(rows) == N_CASES * 2
     assert {r["name"] for r in rows} == {"liver", "tumour"}  # names from dataset.json
     miss = next(r for r in rows if r["case"] == "case_000" and r["label"] == "1")
@@ -79,7 +79,7 @@ def test_csv_has_one_row_per_case_and_class(evaluated):
 
 def test_summary_counts_empty_situations_and_lists_worst_cases(evaluated):
     _, out, summary = evaluated
-    on_disk = json.loads((out / "summary.json").read_text())
+    on_disk = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     liver, tumour = on_disk["classes"]["1"], on_disk["classes"]["2"]
     assert liver["empty_counts"] == {"both_present": 19, "both_empty": 0, "gt_empty": 0, "pred_empty": 1}
     assert tumour["empty_counts"] == {"both_present": 19, "both_empty": 0, "gt_empty": 1, "pred_empty": 0}
@@ -92,7 +92,7 @@ def test_summary_counts_empty_situations_and_lists_worst_cases(evaluated):
 
 def test_report_is_self_contained_with_plots_and_overlays(evaluated, tmp_path):
     _, out, _ = evaluated
-    page = (out / "report.html").read_text()
+    page = (out / "report.html").read_text(encoding="utf-8")
     assert not re.search(r"(src|href)\s*=\s*['\"](https?:)?//", page), "report must not load anything from the network"
     images = re.findall(r"src=['\"]data:image/png;base64,([A-Za-z0-9+/=]+)['\"]", page)
     assert len(images) >= 3  # Dice plot, HD95 plot, at least one worst-case overlay
@@ -229,7 +229,7 @@ def test_regions_match_an_independent_numpy_computation(tmp_path):
     summary = evaluate_folders(pred_dir, gt_dir, tmp_path / "e", regions=True, progress=False)
     assert summary["structures"] == "regions" and summary["regions"] == {k: list(v) for k, v in REGIONS.items()}
     assert [c["name"] for c in summary["classes"].values()] == list(REGIONS)
-    rows = {(r["case"], r["name"]): r for r in csv.DictReader((tmp_path / "e" / "metrics.csv").open())}
+    rows = {(r["case"], r["name"]): r for r in csv.DictReader((tmp_path / "e" / "metrics.csv").open(encoding="utf-8"))}
     assert len(rows) == 3 * 3
     spacing = (0.8, 0.8, 2.5)
     for i in range(3):
@@ -273,7 +273,7 @@ def test_lesion_wise_outputs_per_region(tmp_path):
     summary = evaluate_folders(pred_dir, gt_dir, out, regions=True, lesion_wise=True, size_bins=[20, 200],
                                progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["lesions.csv", "metrics.csv", "report.html", "summary.json"]
-    table = list(csv.DictReader((out / "lesions.csv").open()))
+    table = list(csv.DictReader((out / "lesions.csv").open(encoding="utf-8")))
     assert list(table[0]) == ["case", "label", "name", "status", "ref_lesion", "pred_lesion", "volume_mm3",
                               "ref_volume_mm3", "pred_volume_mm3", "iou", "dice", "hd95"]
     et = [r for r in table if r["name"] == "enhancing_tumor"]
@@ -283,7 +283,7 @@ def test_lesion_wise_outputs_per_region(tmp_path):
                                                        ("case_002", "TP"), ("case_002", "FP")]
     assert float(et[1]["volume_mm3"]) == pytest.approx(43.2) and float(et[1]["hd95"]) == 374.0
     assert float(et[3]["volume_mm3"]) == pytest.approx(12.8)
-    lesions = json.loads((out / "summary.json").read_text())["lesions"]
+    lesions = json.loads((out / "summary.json").read_text(encoding="utf-8"))["lesions"]
     et_summary = lesions["3"]
     assert (et_summary["tp"], et_summary["fp"], et_summary["fn"]) == (2, 1, 1)
     assert et_summary["f1"] == pytest.approx(4 / 6)  # 2 TP / (2 TP + FP + FN)
@@ -294,7 +294,7 @@ def test_lesion_wise_outputs_per_region(tmp_path):
     # whole tumour: found in every case; the spurious enhancing blob is outside it, a FP there too
     assert (lesions["1"]["tp"], lesions["1"]["fp"], lesions["1"]["fn"]) == (3, 1, 0)
     assert summary["lesion_settings"]["worst_distance_mm"] == 374.0
-    page = (out / "report.html").read_text()
+    page = (out / "report.html").read_text(encoding="utf-8")
     assert "Lesion-wise detection" in page and "detection rate by lesion size" in page and "case_001" in page
 
 

@@ -104,7 +104,7 @@ def test_ensemble_tta_probabilities_and_postprocessing(tmp_path, tiny_dataset, t
                      "--device", "cpu", "--no-postprocess"]) == 0
     finally:
         (first / "postprocessing.json").unlink()
-    assert json.loads((tmp_path / "pp" / "postprocessing.json").read_text()) == rules
+    assert json.loads((tmp_path / "pp" / "postprocessing.json").read_text(encoding="utf-8")) == rules
     assert not (tmp_path / "raw" / "postprocessing.json").exists()
     for f in sorted((tmp_path / "raw").glob("*.nii.gz")):
         raw = np.asarray(nib.load(f).dataobj)

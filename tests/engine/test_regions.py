@@ -63,7 +63,7 @@ def test_evaluates_per_region(regions_run, tmp_path):
                                dataset=base / "data", progress=False)
     assert summary["structures"] == "regions"
     assert summary["regions"] == REGIONS
-    with open(tmp_path / "eval" / "metrics.csv", newline="") as fh:
+    with open(tmp_path / "eval" / "metrics.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted({r["name"] for r in rows}) == sorted(REGIONS)
     assert len(rows) == len(written) * len(REGIONS)

@@ -76,7 +76,7 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ob
     assert proc.returncode == -signal.SIGKILL
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("last_epoch=*.pt"))
     assert ckpts == ["last_epoch=1.pt"], f"killed after epoch 2 completed: {ckpts}\n{log}"
-    journal_before = (run / "metrics.jsonl").read_text()
+    journal_before = (run / "metrics.jsonl").read_text(encoding="utf-8")
 
     resumed = _train(*args, "--epochs", str(EPOCHS), "--resume")
     return {"run": run, "uri": uri, "resumed": resumed, "data": data, "journal_before": journal_before}
@@ -88,7 +88,7 @@ def _copy_run(src: Path, dst: Path) -> Path:
     (``--resume --out COPY`` should resume COPY on its own: see test_moved_run_directory_resumes_in_place.)
     """
     shutil.copytree(src, dst)
-    cfg = json.loads((dst / "config.json").read_text())
+    cfg = json.loads((dst / "config.json").read_text(encoding="utf-8"))
     cfg["out"] = str(dst)
     (dst / "config.json").write_text(json.dumps(cfg))
     return dst
@@ -114,7 +114,7 @@ def test_resume_finishes_in_one_mlflow_run_without_gaps(killed_and_resumed: dict
     assert runs[0].info.status == "FINISHED"
     history = client.get_metric_history(runs[0].info.run_id, "train_loss")
     assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))  # one value per epoch, no gap
-    journal = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    journal = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
     assert [r["epoch"] for r in journal] == list(range(1, EPOCHS + 1))
 
 

@@ -52,8 +52,8 @@ def resumed_study(study_data, tmp_path_factory):
     done = run_dir_of(cfg.out, "dice", 0)
     half = run_dir_of(cfg.out, "dice", 1)
     before = {"done_ckpts": {p.name: p.stat().st_mtime_ns for p in (done / "checkpoints").glob("*.pt")},
-              "done_run": json.loads((done / ROW_FILE).read_text())["mlflow_run_id"],
-              "half_run": json.loads((half / MLFLOW_RUN_FILE).read_text())["run_id"]}
+              "done_run": json.loads((done / ROW_FILE).read_text(encoding="utf-8"))["mlflow_run_id"],
+              "half_run": json.loads((half / MLFLOW_RUN_FILE).read_text(encoding="utf-8"))["run_id"]}
     # the second run "was killed" during its second epoch: no evaluation, newest checkpoint epoch 1
     (half / ROW_FILE).unlink()
     (half / "checkpoints" / "last_epoch=2.pt").unlink()
@@ -70,9 +70,9 @@ def test_stopped_study_resumes_without_retraining_finished_runs(resumed_study):
     done, half = run_dir_of(cfg.out, "dice", 0), run_dir_of(cfg.out, "dice", 1)
     # the evaluated run was not touched: same checkpoints (mtimes), same MLflow run
     assert {p.name: p.stat().st_mtime_ns for p in (done / "checkpoints").glob("*.pt")} == before["done_ckpts"]
-    assert json.loads((done / ROW_FILE).read_text())["mlflow_run_id"] == before["done_run"]
+    assert json.loads((done / ROW_FILE).read_text(encoding="utf-8"))["mlflow_run_id"] == before["done_run"]
     # the half-finished run resumed from epoch 1 into the same MLflow run, one journal record per epoch
-    assert json.loads((half / ROW_FILE).read_text())["mlflow_run_id"] == before["half_run"]
+    assert json.loads((half / ROW_FILE).read_text(encoding="utf-8"))["mlflow_run_id"] == before["half_run"]
     assert [r["epoch"] for r in read_journal(half)] == [1, 2]
     assert [(r.loss, r.seed, r.trained) for r in trained] == [
         ("dice", 0, False), ("dice", 1, True), ("ce", 0, True), ("ce", 1, True), ("dice_ce", 0, True),
@@ -88,7 +88,7 @@ def test_study_csv_matches_the_mlflow_child_runs(resumed_study):
     client = MlflowClient(study["tracking_uri"])
     parent = client.get_run(study["parent_run_id"])
     assert parent.data.tags["study"] == "study" and parent.info.status == "FINISHED"
-    with open(os.path.join(cfg.out, "study.csv"), newline="") as f:
+    with open(os.path.join(cfg.out, "study.csv"), newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert sorted((r["loss"], r["seed"], r["class"]) for r in rows) == sorted(
         (loss, str(seed), c) for loss in LOSSES for seed in (0, 1) for c in ("organ", "lesion", "vessel"))
@@ -106,10 +106,10 @@ def test_study_csv_matches_the_mlflow_child_runs(resumed_study):
                 checked += 1
     assert checked >= 6 * 3 * 5  # dice, hd95, nsd, lesion recall, precision of every run and class
     # one plan for all runs, one split, different seeds
-    plans = {json.dumps(json.loads((run_dir_of(cfg.out, r["loss"], int(r["seed"])) / "config.json").read_text())["plan"],
+    plans = {json.dumps(json.loads((run_dir_of(cfg.out, r["loss"], int(r["seed"])) / "config.json").read_text(encoding="utf-8"))["plan"],
                         sort_keys=True) for r in rows}
     assert len(plans) == 1
-    splits = {(run_dir_of(cfg.out, loss, s) / "datalist.json").read_text() for loss in LOSSES for s in (0, 1)}
+    splits = {(run_dir_of(cfg.out, loss, s) / "datalist.json").read_text(encoding="utf-8") for loss in LOSSES for s in (0, 1)}
     assert len(splits) == 1
 
 
@@ -120,9 +120,9 @@ def test_report_has_comparisons_curves_and_figures(resumed_study):
         (loss, c) for loss in ("dice", "ce") for c in ("organ", "lesion", "vessel")]
     assert all(c["n_pairs"] == 4 for c in study["comparisons"])  # 2 test cases x 2 seeds
     assert [len(points) for points in study["val_curves"]["ce"].values()] == [2, 2]
-    html = open(os.path.join(cfg.out, "report.html")).read()
+    html = open(os.path.join(cfg.out, "report.html"), encoding="utf-8").read()
     assert html.count("data:image/png;base64,") == 2 and "Dice difference to the baseline dice_ce" in html
-    assert json.loads(open(os.path.join(cfg.out, STATE_FILE)).read())["elapsed_s"] > 0
+    assert json.loads(open(os.path.join(cfg.out, STATE_FILE), encoding="utf-8").read())["elapsed_s"] > 0
 
 
 @pytest.mark.slow
@@ -130,7 +130,7 @@ def test_markdown_page_from_study_json(resumed_study, tmp_path, capsys):
     cfg, _, _, study, _ = resumed_study
     page = tmp_path / "page.md"
     assert main(["study", "--out", cfg.out, "--markdown", str(page)]) == 0
-    text = page.read_text()
+    text = page.read_text(encoding="utf-8")
     assert "| dice_ce | lesion |" in text and "![val curves](page/val_curves.png)" in text
     assert (tmp_path / "page" / "dice_by_size.png").stat().st_size > 1000
 

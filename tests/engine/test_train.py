@@ -15,11 +15,11 @@ def test_run_directory(tiny_run):
     assert tiny_run.best_checkpoint.is_file()
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("last_epoch=*.pt")) == [
         "last_epoch=1.pt", "last_epoch=2.pt"]
-    journal = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    journal = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["epoch"] for r in journal] == [1, 2]
     assert {"train_loss", "lr", "val_mean_dice"} <= set(journal[0]["metrics"])
     assert load_run_config(run_dir).epochs == 2
-    split = json.loads((run_dir / "datalist.json").read_text())
+    split = json.loads((run_dir / "datalist.json").read_text(encoding="utf-8"))
     assert len(split["training"]) + len(split["validation"]) == 6
     assert not {d["case_id"] for d in split["training"]} & {d["case_id"] for d in split["validation"]}
 

@@ -31,10 +31,10 @@ def test_every_registered_loss_trains(name, tiny_dataset, tmp_path, store, capsy
                  "--channels", "8", "16", "32", "--tracking-uri", store, "--experiment", f"loss-{name}",
                  "--no-progress", "--no-check"])
     assert code == 0, capsys.readouterr().err
-    journal = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    journal = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     loss_value = journal[0]["metrics"]["train_loss"]
     assert loss_value == loss_value and abs(loss_value) < 1e6  # finite
-    run_id = json.loads((out / "mlflow_run.json").read_text())["run_id"]
+    run_id = json.loads((out / "mlflow_run.json").read_text(encoding="utf-8"))["run_id"]
     assert MlflowClient(store).get_run(run_id).data.params["loss"] == name
 
 

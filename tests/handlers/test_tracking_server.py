@@ -44,7 +44,7 @@ class MlflowServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.log.close()
-                raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
+                raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text(encoding='utf-8')[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
                     if r.status == 200:
@@ -116,7 +116,7 @@ def test_training_survives_the_server_going_away(tmp_path, tiny_dataset, mlflow_
     journal = tmp_path / "run" / "metrics.jsonl"
 
     def stop_after_first_epoch() -> None:
-        while not (journal.is_file() and journal.read_text().strip()):
+        while not (journal.is_file() and journal.read_text(encoding="utf-8").strip()):
             time.sleep(0.1)
         mlflow_server.stop()
 
@@ -126,7 +126,7 @@ def test_training_survives_the_server_going_away(tmp_path, tiny_dataset, mlflow_
         result = _train(tmp_path, tiny_dataset, mlflow_server.uri, epochs=3)
     watcher.join(timeout=5)
     assert mlflow_server.proc.poll() is not None  # the server really was stopped mid-run
-    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    records = [json.loads(line) for line in journal.read_text(encoding="utf-8").splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert all(np.isfinite(r["metrics"]["train_loss"]) and "val_mean_dice" in r["metrics"] for r in records)
     assert sorted(p.name for p in (result.run_dir / "checkpoints").glob("*.pt")) == [

@@ -51,7 +51,7 @@ def test_normalisation_per_channel_follows_the_modality(tmp_path):
     root = tmp_path / "mixed"
     synthesise_dataset(root, SynthConfig(train_cases=3, test_cases=0, size=32, spacing=(2, 2, 3), seed=4,
                                          channels=2))
-    meta = json.loads((root / "dataset.json").read_text())
+    meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     meta["modality"] = {"0": "CT", "1": "T2"}
     (root / "dataset.json").write_text(json.dumps(meta))
     fp, plan, _ = plan_dataset(load_dataset(root))
@@ -110,7 +110,7 @@ def test_train_config_overrides_reach_the_plan(anisotropic, tmp_path):
     assert plan.spacing == (1.6, 1.6, 5.0) and plan.network.filters == (8, 16, 32)
     assert cfg.plan_sources["spacing"] == cfg.plan_sources["filters"] == "user"
     assert cfg.plan_sources["patch_size"] == "plan"
-    saved = json.loads((tmp_path / "run" / "plans.json").read_text())
+    saved = json.loads((tmp_path / "run" / "plans.json").read_text(encoding="utf-8"))
     assert saved["plan"] == cfg.plan and saved["sources"] == cfg.plan_sources
     assert saved["fingerprint"]["spacings"] == [pytest.approx([0.8, 0.8, 5.0])] * 3
 
