@@ -41,6 +41,7 @@ from medseg.metrics.lesion import (
     summarise_lesions,
 )
 from medseg.utils.files import atomic_write_text
+from medseg.utils.rundir import POSTPROCESSING_FILE
 
 __all__ = ["evaluate_folders", "find_cases", "find_dataset_json", "load_label_spec", "load_label_names",
            "CSV_COLUMNS", "LESION_COLUMNS"]
@@ -163,6 +164,8 @@ def evaluate_folders(
     })
     if regions:
         summary["regions"] = {s.name: list(s.values) for s in structures or ()}
+    applied = pred_dir / POSTPROCESSING_FILE  # written by medseg predict when it post-processed these masks
+    summary["postprocessing"] = json.loads(applied.read_text(encoding="utf-8")) if applied.is_file() else None
     outputs = {"metrics_csv": out_dir / "metrics.csv", "summary_json": out_dir / "summary.json",
                "report_html": out_dir / "report.html"}
     table: list[dict[str, Any]] = []

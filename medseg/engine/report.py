@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,6 +90,15 @@ def lesion_rows(results: Sequence[dict[str, Any]], keys: Sequence[int], names: d
     return rows
 
 
+def _postprocessing_line(decision: dict[str, Any] | None) -> str:
+    """What ``medseg predict`` applied to these predictions (its ``postprocessing.json``), if anything."""
+    if not decision:
+        return "<p>Post-processing: none recorded with these predictions.</p>"
+    rules = decision.get("structures") or {}
+    applied = "; ".join(f"structure {html.escape(str(k))}: {html.escape(json.dumps(r))}" for k, r in rules.items())
+    return f"<p>Post-processing applied by <code>medseg predict</code>: {applied or 'none adopted'}.</p>"
+
+
 def render_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]], overlays: Sequence[OverlaySpec],
                   lesion_table: Sequence[dict[str, Any]] = ()) -> str:
     """The complete HTML page: summary table, Dice/HD95 box+strip plots, lesion-wise section, per-case table, overlays.
@@ -104,6 +114,7 @@ def render_report(summary: dict[str, Any], rows: Sequence[dict[str, Any]], overl
              f"<b>{html.escape(summary['hd_convention'])}</b> (percentile {summary['hd_percentile']}) &middot; "
              f"NSD tolerance {summary['nsd_tolerance_mm']} mm &middot; distances in mm; worst-case distance for a "
              f"missed or spurious structure: {html.escape(str(summary['worst_distance_mm']))}</p>",
+             _postprocessing_line(summary.get("postprocessing")),
              "<h2>Summary per class</h2>", _summary_table(summary),
              "<h2>Distributions</h2>"]
     for metric in ("dice", "hd95"):

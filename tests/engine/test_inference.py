@@ -105,6 +105,11 @@ def test_ensemble_tta_probabilities_and_postprocessing(tmp_path, tiny_dataset, t
     finally:
         (first / "postprocessing.json").unlink()
     assert json.loads((tmp_path / "pp" / "postprocessing.json").read_text(encoding="utf-8")) == rules
+    from medseg.engine.evaluate import evaluate_folders
+
+    summary = evaluate_folders(tmp_path / "pp", tiny_dataset / "labelsTs", tmp_path / "report", progress=False)
+    assert summary["postprocessing"] == rules  # the report says what predict applied
+    assert 'structure 1: {&quot;largest_component&quot;: true}' in (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
     assert not (tmp_path / "raw" / "postprocessing.json").exists()
     for f in sorted((tmp_path / "raw").glob("*.nii.gz")):
         raw = np.asarray(nib.load(f).dataobj)
