@@ -131,6 +131,19 @@ def _peak_mb(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
 
 
+def _timed(fn: Callable[[], torch.Tensor], warmup: int, runs: int, device: torch.device) -> tuple[float, torch.Tensor]:
+    """``(seconds for runs calls, last output)`` after ``warmup`` calls, synchronised, peak memory reset first."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    _reset_peak(device)
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        out = fn()
+    _sync(device)
+    return time.perf_counter() - t0, out
+
+
 def _train_row(device: torch.device, amp: str | None, quick: bool) -> dict[str, Any]:
     size = (96,) * 3 if device.type == "cuda" else (32,) * 3
     warmup, steps = (1, 2) if quick else ((10, 50) if device.type == "cuda" else (2, 5))
@@ -151,15 +164,7 @@ def _train_row(device: torch.device, amp: str | None, quick: bool) -> dict[str, 
         scaler.update()
         return loss.detach()
 
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    _reset_peak(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    _sync(device)
-    seconds = time.perf_counter() - t0
+    seconds, loss = _timed(step, warmup, steps, device)
     return {"device": device.type, "precision": amp or "fp32", "patch": "x".join(map(str, size)), "batch": 2,
             "steps": steps, "steps_per_s": round(steps / seconds, 2), "ms_per_step": round(1000 * seconds / steps, 1),
             "peak_mem_mb": _peak_mb(device), "final_loss": round(float(loss), 4)}
@@ -183,15 +188,7 @@ def _infer_row(device: torch.device, amp: str | None, quick: bool) -> dict[str, 
                                                     enabled=amp is not None):
             return inferer(image, net)
 
-    for _ in range(warmup):
-        run()
-    _sync(device)
-    _reset_peak(device)
-    t0 = time.perf_counter()
-    for _ in range(runs):
-        out = run()
-    _sync(device)
-    seconds = time.perf_counter() - t0
+    seconds, out = _timed(run, warmup, runs, device)
     if tuple(out.shape) != (1, NUM_CLASSES, *volume) or not bool(torch.isfinite(out).all()):
         raise RuntimeError(f"sliding-window output {tuple(out.shape)} is not finite logits of the volume's size")
     return {"device": device.type, "precision": amp or "fp32", "volume": "x".join(map(str, volume)),

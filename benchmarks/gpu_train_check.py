@@ -35,7 +35,7 @@ def _run(data: Path, out: Path, device: str, amp: bool, epochs: int) -> dict:
     torch.manual_seed(0)
     net = network_from_plan(plan.network, plan.in_channels, plan.out_channels).to(dev)
     evaluator = build_evaluator(plan, net, run_data.val_loader, dev, amp)
-    trainer, _ = build_trainer(cfg, net, engine_loss, run_data.train_loader, evaluator, dev, amp, key)
+    trainer, _, _ = build_trainer(cfg, net, engine_loss, run_data.train_loader, evaluator, dev, amp, key)
     times: list[float] = []
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda _: times.append(time.perf_counter()))
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: times.append(time.perf_counter() - times.pop()))

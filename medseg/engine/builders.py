@@ -144,8 +144,9 @@ def build_evaluator(plan: Plan, network: torch.nn.Module, val_loader: Any, devic
 
 
 def build_trainer(cfg: TrainConfig, network: torch.nn.Module, engine_loss: torch.nn.Module, train_loader: Any,
-                  evaluator: Any, device: torch.device, amp: bool, distance_map_key: str | None) -> tuple[Any, Any]:
-    """``(SupervisedTrainer, optimizer)``: AdamW, cosine schedule, validation every ``val_interval`` epochs."""
+                  evaluator: Any, device: torch.device, amp: bool, distance_map_key: str | None,
+                  ) -> tuple[Any, Any, Any]:
+    """``(SupervisedTrainer, optimizer, lr scheduler)``: AdamW, cosine schedule, validation every ``val_interval`` epochs."""
     from monai.engines import SupervisedTrainer
     from monai.engines.utils import default_prepare_batch
     from monai.handlers import LrScheduleHandler, ValidationHandler
@@ -162,8 +163,7 @@ def build_trainer(cfg: TrainConfig, network: torch.nn.Module, engine_loss: torch
         inferer=SimpleInferer(), amp=amp, decollate=False,
         train_handlers=[LrScheduleHandler(scheduler, print_lr=False),
                         ValidationHandler(validator=evaluator, interval=cfg.val_interval, epoch_level=True)])
-    trainer.scheduler = scheduler  # restored and saved with the checkpoints
-    return trainer, optimizer
+    return trainer, optimizer, scheduler
 
 
 def _best_score(ckpt_dir: Path, resumed: dict[str, Any]) -> float | None:
@@ -180,7 +180,7 @@ def _best_score(ckpt_dir: Path, resumed: dict[str, Any]) -> float | None:
     return max(known) if known else None
 
 
-def attach_epoch_handlers(cfg: TrainConfig, plan: Plan, trainer: Any, evaluator: Any, optimizer: Any,
+def attach_epoch_handlers(cfg: TrainConfig, plan: Plan, trainer: Any, evaluator: Any, optimizer: Any, scheduler: Any,
                           network: torch.nn.Module, tracker: Any, loss: torch.nn.Module,
                           resumed: tuple[Path, dict[str, Any]] | None) -> Any:
     """Checkpoints, journal, loss schedule and progress bar; restores a resumed run. Returns the saver."""
@@ -189,7 +189,6 @@ def attach_epoch_handlers(cfg: TrainConfig, plan: Plan, trainer: Any, evaluator:
     from medseg.handlers.checkpoint import CheckpointSaver, restore
     from medseg.handlers.loss_schedule import schedule_for
 
-    scheduler = trainer.scheduler
     objects: dict[str, Any] = {"model": network, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
     if trainer.amp and trainer.scaler is not None:
         objects["scaler"] = trainer.scaler

@@ -33,7 +33,8 @@ from medseg.utils.geometry import spacing_from_affine
 from medseg.utils.rundir import POSTPROCESSING_FILE, best_checkpoint, checkpoint_dir
 
 __all__ = ["LoadedModel", "load_model", "read_checkpoint", "predict", "predict_probabilities", "find_inputs",
-           "check_ensemble", "probabilities_to_labels", "mirrored_inference", "plan_of_config"]
+           "check_ensemble", "probabilities_to_labels", "mirrored_inference", "plan_of_config",
+           "ensemble_probabilities"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,15 +152,10 @@ def _activation(plan: Plan) -> Any:
     return torch.sigmoid if plan.label_spec.is_regions else (lambda t: torch.softmax(t, dim=1))
 
 
-def predict_probabilities(lm: LoadedModel, image: Any, device: torch.device, amp: bool = False, overlap: float = 0.5,
-                          sw_batch_size: int = 4, tta: bool = False, stitch_on_cpu: bool = False) -> torch.Tensor:
-    """``(C, *input grid)`` probabilities of one model for ``image`` (a file or one file per channel)."""
-    from monai.inferers import SlidingWindowInferer
-    from monai.transforms import Invertd
-
+def _preprocess(plan: Plan, image: Any) -> tuple[Any, dict[str, Any]]:
+    """``(inference transform, transformed data)`` of ``image`` (a file or one file per channel) under ``plan``."""
     from medseg.data.pipeline import inference_transforms
 
-    plan = lm.plan
     pre = inference_transforms(plan)
     shown = image if isinstance(image, (str, Path)) else ", ".join(Path(f).name for f in image)
     try:
@@ -170,15 +166,55 @@ def predict_probabilities(lm: LoadedModel, image: Any, device: torch.device, amp
     if data["image"].ndim != 4 or data["image"].shape[0] != plan.in_channels:
         raise InputError(f"{shown}: the model expects {plan.in_channels} channel(s) "
                          f"({', '.join(plan.channel_names.values())}), got image shape {tuple(data['image'].shape)}")
-    inferer = SlidingWindowInferer(roi_size=plan.patch_size, sw_batch_size=sw_batch_size, overlap=overlap,
-                                   mode="gaussian", sw_device=device,
-                                   device=torch.device("cpu") if stitch_on_cpu else device)
-    with torch.no_grad(), torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-        probs = mirrored_inference(lm.network, data["image"].unsqueeze(0).to(device), inferer, _activation(plan), tta)
-    data["pred"] = probs[0].float().cpu()
-    data["image"] = data["image"].cpu()
-    inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)(data)
-    return torch.as_tensor(inverted["pred"]).float()
+    return pre, data
+
+
+def _preprocessing_key(plan: Plan) -> str:
+    """Members whose plans share this key see the same pre-processed image."""
+    return json.dumps([plan.spacing, [vars(n) for n in plan.normalization], plan.channel_names], default=str)
+
+
+def ensemble_probabilities(members: Sequence[LoadedModel], image: Any, device: torch.device, amp: bool = False,
+                           overlap: float = 0.5, sw_batch_size: int = 4, tta: bool = False,
+                           stitch_on_cpu: bool = False) -> torch.Tensor:
+    """``(C, *input grid)`` mean of the members' probabilities for ``image``.
+
+    The image is read and pre-processed once per distinct pre-processing (members of one
+    cross-validation share it); their probabilities are averaged on that grid and mapped back once.
+    Every inverted step (orientation, padding of the crop, linear resampling) is linear, so this
+    equals the mean of each member's inverted probabilities.
+    """
+    from monai.inferers import SlidingWindowInferer
+    from monai.transforms import Invertd
+
+    groups: dict[str, list[LoadedModel]] = {}
+    for lm in members:
+        groups.setdefault(_preprocessing_key(lm.plan), []).append(lm)
+    total: torch.Tensor | None = None
+    for group in groups.values():
+        pre, data = _preprocess(group[0].plan, image)
+        x = data["image"].unsqueeze(0).to(device)
+        summed = None
+        for lm in group:
+            inferer = SlidingWindowInferer(roi_size=lm.plan.patch_size, sw_batch_size=sw_batch_size, overlap=overlap,
+                                           mode="gaussian", sw_device=device,
+                                           device=torch.device("cpu") if stitch_on_cpu else device)
+            with torch.no_grad(), torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+                probs = mirrored_inference(lm.network, x, inferer, _activation(lm.plan), tta)[0].float().cpu()
+            summed = probs if summed is None else summed + probs
+        data["pred"] = summed / len(group)
+        data["image"] = data["image"].cpu()
+        inverted = torch.as_tensor(Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)(data)
+                                   ["pred"]).float() * len(group)
+        total = inverted if total is None else total + inverted
+    assert total is not None
+    return total / len(members)
+
+
+def predict_probabilities(lm: LoadedModel, image: Any, device: torch.device, amp: bool = False, overlap: float = 0.5,
+                          sw_batch_size: int = 4, tta: bool = False, stitch_on_cpu: bool = False) -> torch.Tensor:
+    """``(C, *input grid)`` probabilities of one model for ``image`` (a file or one file per channel)."""
+    return ensemble_probabilities([lm], image, device, amp, overlap, sw_batch_size, tta, stitch_on_cpu)
 
 
 def probabilities_to_labels(probs: torch.Tensor | np.ndarray, plan: Plan) -> np.ndarray:
@@ -250,8 +286,7 @@ def predict(model: str | Path | Sequence[str | Path], inputs: str | Path, output
                 from medseg.data.dicom import dicom_series_to_nifti
 
                 image = dicom_series_to_nifti(source, Path(tmp) / f"{source.name}.nii.gz")
-            probs = sum(predict_probabilities(m, image, dev, amp, overlap, sw_batch_size, tta, stitch_on_cpu)
-                        for m in members) / len(members)
+            probs = ensemble_probabilities(members, image, dev, amp, overlap, sw_batch_size, tta, stitch_on_cpu)
             mask = probabilities_to_labels(probs, plan)
             if rules:
                 mask = apply_postprocessing(mask, rules, plan,

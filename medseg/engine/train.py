@@ -212,9 +212,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
         network = network_from_plan(plan.network, plan.in_channels, plan.out_channels).to(device)
         evaluator = build_evaluator(plan, network, data.val_loader, device, amp)
-        trainer, optimizer = build_trainer(cfg, network, engine_loss, data.train_loader, evaluator, device, amp,
+        trainer, optimizer, scheduler = build_trainer(cfg, network, engine_loss, data.train_loader, evaluator, device, amp,
                                            dist_key)
-        saver = attach_epoch_handlers(cfg, plan, trainer, evaluator, optimizer, network, tracker, loss, resumed)
+        saver = attach_epoch_handlers(cfg, plan, trainer, evaluator, optimizer, scheduler, network, tracker, loss, resumed)
         if resumed is None or trainer.state.epoch < cfg.epochs:
             trainer.run()
         best = best_checkpoint(cfg.out)
