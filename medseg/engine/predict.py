@@ -119,7 +119,7 @@ def find_inputs(path: str | Path, num_channels: int = 1) -> list[tuple[str, Any]
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(NIFTI_SUFFIXES))
         if not files:
-            from medseg.data.dicom import dicom_series_ids
+            from medseg.io.dicom import dicom_series_ids
 
             if dicom_series_ids(p):  # a DICOM series folder is one case
                 return [(p.name, p)]
@@ -283,7 +283,7 @@ def predict(model: str | Path | Sequence[str | Path], inputs: str | Path, output
         with tempfile.TemporaryDirectory() as tmp:
             image = source
             if isinstance(source, Path) and source.is_dir():  # DICOM series: converted once
-                from medseg.data.dicom import dicom_series_to_nifti
+                from medseg.io.dicom import dicom_series_to_nifti
 
                 image = dicom_series_to_nifti(source, Path(tmp) / f"{source.name}.nii.gz")
             probs = ensemble_probabilities(members, image, dev, amp, overlap, sw_batch_size, tta, stitch_on_cpu)

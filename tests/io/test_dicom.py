@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from medseg.data.dicom import dicom_series_to_nifti
+from medseg.io.dicom import dicom_series_to_nifti
 from medseg.engine.predict import find_inputs, predict
 from medseg.errors import InputError
 
