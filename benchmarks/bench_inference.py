@@ -21,7 +21,7 @@ import torch
 
 
 def _train_folds(data: Path, root: Path, epochs: int) -> list[Path]:
-    from medseg.engine.train import TrainConfig, train
+    from medseg.training.train import TrainConfig, train
 
     runs = []
     for fold in (0, 1):
@@ -34,7 +34,7 @@ def _train_folds(data: Path, root: Path, epochs: int) -> list[Path]:
 
 
 def _score(pred: Path, gt: Path, out: Path) -> dict[str, dict[str, float]]:
-    from medseg.engine.evaluate import evaluate_folders
+    from medseg.evaluation.evaluate import evaluate_folders
 
     summary = evaluate_folders(pred, gt, out, progress=False)
     return {e["name"]: {"dice": e["metrics"]["dice"]["mean"], "hd": e["metrics"]["hd"]["mean"]}
@@ -42,8 +42,8 @@ def _score(pred: Path, gt: Path, out: Path) -> dict[str, dict[str, float]]:
 
 
 def _variants(runs: list[Path], data: Path, root: Path) -> list[dict]:
-    from medseg.engine.crossval import determine_postprocessing
-    from medseg.engine.predict import predict
+    from medseg.evaluation.crossval import determine_postprocessing
+    from medseg.inference.predict import predict
 
     determine_postprocessing(runs, device="cpu")
     rows = []
@@ -66,8 +66,8 @@ def _sliding_window(runs: list[Path], data: Path, repeats: int = 5) -> dict[str,
     """The window loop predict runs vs MONAI's function, same network, image, ROI, overlap and blending."""
     from monai.inferers import SlidingWindowInferer, sliding_window_inference
 
-    from medseg.data.pipeline import inference_transforms
-    from medseg.engine.predict import load_model, mirrored_inference
+    from medseg.inference.predict import load_model, mirrored_inference
+    from medseg.preprocessing.pipeline import inference_transforms
 
     lm = load_model(runs[0], torch.device("cpu"))
     image = sorted((data / "imagesTs").glob("*.nii.gz"))[0]

@@ -15,8 +15,8 @@ Three trainings, identical except for the plan: same epochs, seed, fold, loss (`
   brain, for context); a five-level residual UNet 16-256 (strides 2) for a receptive field that
   matches the larger patch; batch 2, 2 patches per case.
 
-Each model predicts the held-out cases (``medseg.engine.predict``, on their own grids) and
-``medseg.engine.evaluate.evaluate_folders`` scores them: Dice and HD95 (mm) per class. Training
+Each model predicts the held-out cases (``medseg.inference.predict``, on their own grids) and
+``medseg.evaluation.evaluate.evaluate_folders`` scores them: Dice and HD95 (mm) per class. Training
 wall time includes caching, validation and checkpoints; the machine may be shared, so compare
 time ratios (relative to ``old constants``) rather than seconds. The table is printed and written
 to ``outputs/bench_plan_mri.json``.
@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mri_brain import BrainConfig, build_dataset  # noqa: E402
 
-from medseg.engine.evaluate import evaluate_folders  # noqa: E402
-from medseg.engine.predict import predict  # noqa: E402
-from medseg.engine.train import TrainConfig, train  # noqa: E402
+from medseg.evaluation.evaluate import evaluate_folders  # noqa: E402
+from medseg.inference.predict import predict  # noqa: E402
+from medseg.training.train import TrainConfig, train  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "planned": {},

@@ -18,10 +18,10 @@ from monai.data import CacheDataset, DataLoader, Dataset
 from monai.utils import set_determinism
 
 from medseg.data.datalist import load_dataset
-from medseg.data.pipeline import PipelineConfig, train_transforms
 from medseg.data.synth import SynthConfig, synthesise_dataset
-from medseg.engine.network import build_network
 from medseg.losses import create_loss
+from medseg.plan.network import build_network
+from medseg.preprocessing.pipeline import PipelineConfig, train_transforms
 
 
 def _epochs(loader: DataLoader, epochs: int, net: torch.nn.Module, loss_fn, opt) -> tuple[int, float]:  # noqa: ANN001

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.engine.network import build_network
 from medseg.losses import LOSSES, create_loss
 from medseg.metrics import CONVENTIONS, METRIC_NAMES, compute_metrics
+from medseg.plan.network import build_network
 from medseg.transforms import signed_distance_map
 
 NUM_CLASSES = 3

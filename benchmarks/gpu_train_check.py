@@ -21,9 +21,9 @@ def _run(data: Path, out: Path, device: str, amp: bool, epochs: int) -> dict:
     from ignite.engine import Events
 
     from medseg.data.datalist import load_dataset
-    from medseg.engine.builders import build_data, build_evaluator, build_loss, build_trainer
-    from medseg.engine.network import network_from_plan
-    from medseg.engine.train import TrainConfig, prepare_plan
+    from medseg.plan.network import network_from_plan
+    from medseg.training.builders import build_data, build_evaluator, build_loss, build_trainer
+    from medseg.training.train import TrainConfig, prepare_plan
 
     cfg = TrainConfig(data=str(data), out=str(out), epochs=epochs, device=device, amp=amp, progress=False,
                       check_data=False)

@@ -26,7 +26,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
     """A 2-epoch training run on ``tiny_dataset`` tracked in a SQLite MLflow store."""
-    from medseg.engine.train import TrainConfig, train
+    from medseg.training.train import TrainConfig, train
 
     base = tmp_path_factory.mktemp("tiny_run")
     cfg = TrainConfig(data=str(tiny_dataset), out=str(base / "run"), tracking_uri=f"sqlite:///{base / 'mlflow.db'}",

@@ -1,4 +1,5 @@
-"""Package structure: no import cycle among medseg modules, layers depend downwards only, modules stay small."""
+"""Package structure: no import cycle among medseg modules (type-only imports included), packages depend
+downwards only, modules and functions stay small. An independent graph (grimp + networkx) must agree."""
 
 from __future__ import annotations
 
@@ -10,6 +11,22 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "medseg"
 BOTTOM = ("losses", "metrics", "transforms", "utils")  # pure computation: torch/numpy/scipy/monai only
 MAX_LINES = 400
+MAX_FUNCTION_LINES = 80  # docstring included
+# Rank of each room: a package may import only packages of a lower rank (rooms of equal rank never meet).
+RANKS = {
+    "medseg": 0, "errors": 0,
+    "utils": 1,
+    "transforms": 2, "metrics": 2,
+    "losses": 3,
+    "io": 4,
+    "data": 5,
+    "plan": 6,
+    "preprocessing": 7, "handlers": 7,
+    "training": 8, "inference": 8,
+    "evaluation": 9,
+    "study": 10, "bundle": 10,
+    "cli": 11,
+}
 
 
 def _module(path: Path) -> str:
@@ -17,19 +34,10 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _runtime_nodes(tree: ast.AST):
-    """Every node except those under ``if TYPE_CHECKING:`` (annotations only, never imported at run time)."""
-    for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-            continue
-        yield node
-        yield from _runtime_nodes(node)
-
-
 def _imports(path: Path, modules: set[str]) -> set[str]:
-    """Every medseg module ``path`` imports at run time, at any depth (function-level imports count too)."""
+    """Every medseg module ``path`` imports, at any depth: function-level and ``TYPE_CHECKING`` imports count too."""
     out: set[str] = set()
-    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -96,7 +104,8 @@ def test_bottom_layer_imports_no_engine_tracking_or_cli(layer):
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         hits = sorted(n for n in names if n.split(".")[0] in ("ignite", "mlflow")
-                      or n.startswith(("medseg.cli", "medseg.engine", "medseg.handlers", "medseg.bundle")))
+                      or n.startswith(("medseg.cli", "medseg.training", "medseg.inference", "medseg.evaluation",
+                                     "medseg.study", "medseg.handlers", "medseg.bundle")))
         if hits:
             bad[str(path.relative_to(PACKAGE))] = hits
     assert bad == {}
@@ -112,3 +121,65 @@ def test_every_package_says_what_it_is():
     missing = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("__init__.py") if not ast.get_docstring(
         ast.parse(p.read_text(encoding="utf-8")))]
     assert missing == []
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a package into one of the same or a higher rank (another room)."""
+    bad = []
+    for module, deps in graph.items():
+        for dep in deps:
+            src, dst = _package(module), _package(dep)
+            if src != dst and RANKS[dst] >= RANKS[src]:
+                bad.append(f"{module} -> {dep} ({src} {RANKS[src]} may not import {dst} {RANKS[dst]})")
+    return sorted(bad)
+
+
+def test_every_package_has_a_rank():
+    assert {_package(m) for m in _graph()} <= set(RANKS)
+
+
+def test_layer_check_finds_an_upward_import():
+    assert _upward({"medseg.data.datalist": {"medseg.training.train"}}) == [
+        "medseg.data.datalist -> medseg.training.train (data 5 may not import training 8)"]
+    assert _upward({"medseg.training.train": {"medseg.inference.predict"}})  # equal rank: rooms never meet
+    assert _upward({"medseg.training.train": {"medseg.data.datalist"}}) == []
+
+
+def test_packages_import_downwards_only():
+    assert _upward(_graph()) == []
+
+
+def _grimp_graph() -> dict[str, set[str]]:
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("medseg")
+    return {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
+
+
+def test_independent_import_graph_agrees():
+    """grimp builds the graph its own way; both graphs hold the same edges and networkx finds no cycle in it."""
+    nx = pytest.importorskip("networkx")
+    theirs = _grimp_graph()
+    ours = _graph()
+    their_edges = {(a, b) for a, deps in theirs.items() for b in deps if not a.startswith(b + ".")}
+    our_edges = {(a, b) for a, deps in ours.items() for b in deps}
+    assert their_edges == our_edges
+    for level in (lambda m: m, _package):
+        digraph = nx.DiGraph([(level(a), level(b)) for a, b in their_edges if level(a) != level(b)])
+        with pytest.raises(nx.NetworkXNoCycle):
+            nx.find_cycle(digraph)
+
+
+def _long_functions(path: Path) -> dict[str, int]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {f"{path.relative_to(PACKAGE)}::{n.name}": n.end_lineno - n.lineno + 1 for n in ast.walk(tree)
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES}
+
+
+def test_functions_stay_short():
+    long = {k: v for p in PACKAGE.rglob("*.py") for k, v in _long_functions(p).items()}
+    assert long == {}

@@ -1,1 +1,4 @@
-"""MONAI bundles: the CT organ/lesion bundle template, export of training runs, offline verification."""
+"""MONAI bundles: the CT organ/lesion bundle template, export of training runs, offline verification.
+
+May import: medseg.training, medseg.inference and everything below them.
+"""

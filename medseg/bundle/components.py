@@ -64,7 +64,7 @@ def fold_datalist(dataset_dir: str, part: str = "training", fold: int = 0, folds
 
 def image_datalist(dataset_dir: str, part: str = "test") -> list[dict[str, str]]:
     """``[{"image": path}]`` for inference: a dataset's ``part`` images, or every NIfTI file of a folder."""
-    from medseg.engine.predict import find_inputs
+    from medseg.inference.predict import find_inputs
 
     root = Path(dataset_dir)
     if (root / "dataset.json").is_file():
@@ -133,30 +133,30 @@ def additional_metrics(metrics: Mapping[str, Any], key: str = VAL_KEY_METRIC) ->
 def init_distributed(backend: str = "auto") -> torch.device:
     """Join the ``torchrun`` process group (NCCL with one GPU per local rank, else Gloo); this rank's device.
 
-    The same code as ``medseg train --nproc``: :func:`medseg.engine.distributed.init_process_group`.
+    The same code as ``medseg train --nproc``: :func:`medseg.training.distributed.init_process_group`.
     """
-    from medseg.engine.distributed import init_process_group
+    from medseg.training.distributed import init_process_group
 
     return init_process_group(backend)
 
 
 def distributed_network(network: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """``DistributedDataParallel`` around ``network`` on ``device`` (:func:`medseg.engine.distributed.ddp`)."""
-    from medseg.engine.distributed import ddp
+    """``DistributedDataParallel`` around ``network`` on ``device`` (:func:`medseg.training.distributed.ddp`)."""
+    from medseg.training.distributed import ddp
 
     return ddp(network, device)
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     """The plain module inside ``DistributedDataParallel`` (what validation and export run)."""
-    from medseg.engine.distributed import unwrap as _unwrap
+    from medseg.training.distributed import unwrap as _unwrap
 
     return _unwrap(module)
 
 
 def distributed_sampler(dataset: Sequence[Any], train: bool = True) -> torch.utils.data.Sampler | None:
     """Training shards (shuffled, equal length) or validation shards (each case once); ``None`` in one process."""
-    from medseg.engine.distributed import distributed_sampler as _sampler
+    from medseg.training.distributed import distributed_sampler as _sampler
 
     return _sampler(dataset, train=train)
 
@@ -167,14 +167,14 @@ def is_not_main() -> bool:
     Only handlers that write files or logs may be disabled this way; anything that takes part
     in a collective (validation, metric savers) must run on every rank.
     """
-    from medseg.engine.distributed import is_main
+    from medseg.training.distributed import is_main
 
     return not is_main()
 
 
 def cleanup_distributed() -> None:
     """Wait for every rank, then leave the process group (a bundle's ``finalize`` step)."""
-    from medseg.engine.distributed import leave_process_group
+    from medseg.training.distributed import leave_process_group
 
     leave_process_group()
 

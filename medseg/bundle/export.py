@@ -66,7 +66,7 @@ def _validation_metrics(run_dir: Path) -> dict[str, float | None]:
 def params_from_run(run_dir: Path, payload: dict[str, Any], name: str,
                     metrics: dict[str, float | None]) -> BundleParams:
     """Bundle parameters equal to the run's resolved training config."""
-    from medseg.engine.predict import plan_of_config
+    from medseg.inference.predict import plan_of_config
 
     cfg = payload["config"]
     plan = plan_of_config(cfg)
@@ -87,7 +87,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, report: str | Path | No
                name: str | None = None, overwrite: bool = False, torchscript: bool = True,
                onnx: bool = False) -> Path:
     """Write the bundle of ``run_dir`` to ``out_dir``; returns ``out_dir``."""
-    from medseg.engine.predict import read_checkpoint
+    from medseg.inference.predict import read_checkpoint
 
     run = Path(run_dir)
     if not (run / CONFIG_FILE).is_file():

@@ -176,7 +176,7 @@ def check_onnx(network: torch.nn.Module, path: str | Path, shapes: Sequence[Sequ
 def export_run_onnx(run: str | Path, path: str | Path, tolerance: float = 1e-4) -> OnnxExport:
     """Export the network of a run directory or checkpoint to ``path`` and check it against eager.
 
-    The network comes from :func:`medseg.engine.predict.load_model`; it is exported on its
+    The network comes from :func:`medseg.inference.predict.load_model`; it is exported on its
     training patch size and checked on a batch of 2 patches and, where the axes are dynamic, on
     one patch twice as deep (a size the network accepts whenever it accepts the patch size).
 
@@ -184,7 +184,7 @@ def export_run_onnx(run: str | Path, path: str | Path, tolerance: float = 1e-4) 
         InputError: an ONNX package is missing (the message says how to install it).
         RuntimeError: ONNX Runtime and eager PyTorch differ by more than ``tolerance``.
     """
-    from medseg.engine.predict import load_model
+    from medseg.inference.predict import load_model
 
     require_onnx()
     loaded = load_model(run, torch.device("cpu"))

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from medseg.bundle.template import BundleParams
+from medseg.bundle.params import BundleParams
 
 __all__ = ["bundle_readme", "data_license", "LICENSE_TEXT"]
 
@@ -67,7 +64,7 @@ clinical decisions.
 
 ## Model
 
-MONAI residual 3D U-Net (`medseg.engine.network.build_network`): channels {list(p.channels)}, strides
+MONAI residual 3D U-Net (`medseg.plan.network.build_network`): channels {list(p.channels)}, strides
 {list(p.strides)}, {p.num_res_units} residual unit(s), instance norm. Input: one {p.modality} channel resampled to
 {list(p.pixdim)} mm in RAS orientation, {intensity};
 patches of {list(p.patch_size)} voxels, sliding-window inference (Gaussian blending). Output: {p.num_classes} logit

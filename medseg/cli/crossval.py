@@ -32,7 +32,7 @@ def _fmt(stats: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.engine.crossval import SUMMARY_METRICS, summarize_folds
+    from medseg.evaluation.crossval import SUMMARY_METRICS, summarize_folds
 
     result = summarize_folds(args.run_dirs)
     print(f"folds {result['folds']} of {result['of']}")
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         if name in result["summary"]:
             print(f"{name:<10} {_fmt(result['summary'][name])}")
     if args.postprocess:
-        from medseg.engine.crossval import determine_postprocessing
+        from medseg.evaluation.crossval import determine_postprocessing
 
         decision = determine_postprocessing(args.run_dirs, device=args.device)
         result["postprocessing"] = decision

@@ -34,9 +34,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     from medseg.data.synth import SynthConfig, synthesise_dataset
-    from medseg.engine.evaluate import evaluate_folders
-    from medseg.engine.predict import predict
-    from medseg.engine.train import TrainConfig, train
+    from medseg.evaluation.evaluate import evaluate_folders
+    from medseg.inference.predict import predict
+    from medseg.training.train import TrainConfig, train
 
     out = Path(args.out).resolve()
     data, run_dir, preds, report = out / "data", out / "run", out / "predictions", out / "report"

@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation and print a short per-class summary."""
-    from medseg.engine.evaluate import evaluate_folders
+    from medseg.evaluation.evaluate import evaluate_folders
 
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")

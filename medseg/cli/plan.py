@@ -55,7 +55,7 @@ def plan_table(plan: dict, fingerprint: dict, sources: dict[str, str] | None = N
 
 def run(args: argparse.Namespace) -> int:
     from medseg.data.datalist import load_dataset
-    from medseg.engine.network import resolve_device
+    from medseg.plan.network import resolve_device
     from medseg.plan.planner import plan_dataset
     from medseg.utils.files import atomic_write_text
 

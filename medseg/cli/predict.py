@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from medseg.engine.predict import predict
+    from medseg.inference.predict import predict
     from medseg.utils.rundir import POSTPROCESSING_FILE
 
     written = predict(args.model, args.input, args.output, device=args.device, amp=args.amp,

@@ -65,7 +65,7 @@ def _loss_args(raw: str | None) -> dict:
 
 
 def _markdown(args: argparse.Namespace) -> int:
-    from medseg.engine.study_report import STUDY_JSON, render_markdown
+    from medseg.study.report import STUDY_JSON, render_markdown
 
     source = Path(args.out) / STUDY_JSON
     if not source.is_file():
@@ -79,7 +79,7 @@ def _markdown(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.engine.study import StudyConfig, run_study
+    from medseg.study.run import StudyConfig, run_study
 
     if args.markdown:
         return _markdown(args)

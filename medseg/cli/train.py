@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medseg.engine.launch import launch
-    from medseg.engine.train import TrainConfig, load_run_config
+    from medseg.training.launch import launch
+    from medseg.training.train import TrainConfig, load_run_config
 
     try:
         loss_args = json.loads(args.loss_args)

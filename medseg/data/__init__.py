@@ -1,1 +1,4 @@
-"""Datasets: the one dataset reader, integrity checks, synthetic data, DICOM, transform pipelines."""
+"""Datasets: the one dataset reader (MSD and nnU-Net v2 layouts), integrity checks, synthetic data.
+
+May import: medseg.utils, medseg.transforms, medseg.metrics, medseg.io, medseg.errors.
+"""

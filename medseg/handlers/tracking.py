@@ -274,7 +274,7 @@ class MLflowTracker:
 
 
 def evaluation_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
-    """MLflow metrics of an evaluation summary (``summary.json`` of :func:`medseg.engine.evaluate.evaluate_folders`).
+    """MLflow metrics of an evaluation summary (``summary.json`` of :func:`medseg.evaluation.evaluate.evaluate_folders`).
 
     ``eval_<metric>_<class>`` (mean over cases), ``eval_mean_<metric>`` (mean over classes) and, when
     the summary has lesion-wise results, ``eval_lesion_<stat>_<class>`` for f1, precision, recall,

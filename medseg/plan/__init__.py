@@ -1,4 +1,8 @@
-"""Experiment planning: a dataset fingerprint and the plan (spacing, patch, network, batch, normalisation) it implies."""
+"""Experiment planning: a dataset fingerprint, the plan (spacing, patch, network, batch, normalisation) it
+implies, and the network a plan describes.
+
+May import: medseg.data, medseg.io and the bottom layer (losses, metrics, transforms, utils).
+"""
 
 from __future__ import annotations
 

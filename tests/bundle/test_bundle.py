@@ -107,7 +107,7 @@ def test_bundle_trains_evaluates_infers_and_exports(tmp_path, tiny_dataset):
     assert torchscript_max_difference(bundle, overrides={**net, **shape}) <= 1e-4
     scripted = torch.jit.load(str(bundle / "models" / "model.ts"))
     x = torch.rand(1, 1, 32, 32, 16)
-    eager = ConfigParser({"n": {"_target_": "medseg.engine.network.build_network", "num_classes": 3,
+    eager = ConfigParser({"n": {"_target_": "medseg.plan.network.build_network", "num_classes": 3,
                                 "channels": [8, 16, 32], "strides": [2, 2]}}).get_parsed_content("n")
     eager.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
     with torch.no_grad():

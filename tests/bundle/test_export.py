@@ -38,7 +38,7 @@ def test_exported_run_passes_checks_and_matches_predict(tmp_path, tiny_run, tiny
     train_cfg = json.loads((out / "configs" / "train.json").read_text(encoding="utf-8"))
     plan = train_cfg["pipeline"]["raw"]  # the run's plan, read back by medseg
     assert plan["network"]["filters"] == [8, 16, 32] and train_cfg["patch_size"] == plan["patch_size"] == [16, 16, 16]
-    assert train_cfg["network_def"] == {"_target_": "medseg.engine.network.planned_network", "plan": "@pipeline"}
+    assert train_cfg["network_def"] == {"_target_": "medseg.plan.network.planned_network", "plan": "@pipeline"}
     assert (out / "docs" / "training_run" / "config.json").is_file()
 
     capsys.readouterr()

@@ -18,7 +18,7 @@ from medseg.bundle.onnx import OPSET, check_onnx, export_onnx, input_channels  #
 
 
 def _unet(in_channels: int) -> torch.nn.Module:
-    from medseg.engine.network import build_network
+    from medseg.plan.network import build_network
 
     return build_network(3, in_channels=in_channels, channels=(8, 16, 32), strides=(2, 2))
 
@@ -82,7 +82,7 @@ def test_missing_onnx_packages_give_a_clear_error(tmp_path):
 def test_bundle_export_writes_a_matching_onnx(tmp_path, tiny_run, capsys):
     import onnxruntime as ort
 
-    from medseg.engine.predict import load_model
+    from medseg.inference.predict import load_model
 
     out = tmp_path / "bundle"
     assert main(["bundle", "export", str(tiny_run.run_dir), str(out), "--onnx", "--no-torchscript"]) == 0
@@ -105,7 +105,7 @@ def test_export_run_onnx_matches_the_run_network(tmp_path, tiny_run):
     import onnxruntime as ort
 
     from medseg.bundle.onnx import export_run_onnx
-    from medseg.engine.predict import load_model
+    from medseg.inference.predict import load_model
 
     exported = export_run_onnx(tiny_run.run_dir, tmp_path / "model.onnx")
     assert exported.dynamic_axes == (0, 2, 3, 4) and exported.input_shape[1] == 1

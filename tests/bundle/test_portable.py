@@ -11,8 +11,8 @@ import torch
 
 from medseg.bundle.large_files import check_large_files, read_large_files, write_large_files
 from medseg.bundle.template import BundleParams, write_bundle
-from medseg.engine.network import build_network
 from medseg.errors import InputError
+from medseg.plan.network import build_network
 from tests.bundle.conftest import HAS_FIRE, REPO, monai_bundle
 
 TINY = BundleParams(name="tiny", channels=(8, 16, 32), strides=(2, 2), patch_size=(16, 16, 16), samples_per_case=1)

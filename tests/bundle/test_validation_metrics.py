@@ -13,7 +13,7 @@ from ignite.engine import Events
 
 from medseg.bundle.trust import load_config
 from medseg.cli.main import main
-from medseg.engine.network import build_network
+from medseg.plan.network import build_network
 from tests.bundle.conftest import BUNDLE, HAS_FIRE, TINY_OVERRIDES, monai_bundle
 
 

@@ -15,8 +15,13 @@ import pytest
 from monai import transforms as mt
 
 from medseg.data.datalist import LabelSpec
-from medseg.data.pipeline import inference_transforms, preprocessing, train_transforms, val_transforms
 from medseg.plan import ChannelNorm, NetworkPlan, Plan
+from medseg.preprocessing.pipeline import (
+    inference_transforms,
+    preprocessing,
+    train_transforms,
+    val_transforms,
+)
 
 SHAPE, SPACING = (20, 22, 10), (1.0, 1.0, 2.0)
 BOX = (slice(4, 16), slice(3, 19), slice(2, 8))  # the nonzero region: 12 x 16 x 6 voxels

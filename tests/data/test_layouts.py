@@ -52,8 +52,8 @@ def test_same_cases_fingerprint_and_plan(both_layouts):
 def test_preprocessing_gives_the_same_tensors(both_layouts, case):
     from monai.transforms import Compose
 
-    from medseg.data.pipeline import preprocessing
     from medseg.plan import plan_dataset
+    from medseg.preprocessing.pipeline import preprocessing
 
     msd, nnunet = load_dataset(both_layouts / "msd"), load_dataset(both_layouts / "nnunet")
     _, plan, _ = plan_dataset(msd)
@@ -108,8 +108,8 @@ def test_channel_files_load_correctly_from_threads(both_layouts):
     """CacheDataset fills its cache from a thread pool: every case keeps both channel files."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from medseg.data.pipeline import val_transforms
     from medseg.plan import plan_dataset
+    from medseg.preprocessing.pipeline import val_transforms
 
     ds = load_dataset(both_layouts / "nnunet")
     _, plan, _ = plan_dataset(ds)

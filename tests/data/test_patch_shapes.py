@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from medseg.data.datalist import load_dataset
-from medseg.data.pipeline import train_transforms
 from medseg.plan import plan_dataset
+from medseg.preprocessing.pipeline import train_transforms
 
 
 def test_a_non_square_patch_keeps_its_shape(tiny_dataset):

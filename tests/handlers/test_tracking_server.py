@@ -73,7 +73,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
 
 
 def _train(tmp_path: Path, data: Path, uri: str, epochs: int):
-    from medseg.engine.train import TrainConfig, train
+    from medseg.training.train import TrainConfig, train
 
     cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), tracking_uri=uri, experiment="server-tests",
                       **{**TINY_TRAIN, "epochs": epochs})
@@ -101,7 +101,7 @@ def test_run_lands_in_a_real_server(tmp_path, tiny_dataset, mlflow_server):
     assert len(models) == 1 and models[0].source_run_id == run.info.run_id
     mlflow.set_tracking_uri(mlflow_server.uri)
     loaded = mlflow.pytorch.load_model(models[0].model_uri)
-    from medseg.engine.predict import load_model
+    from medseg.inference.predict import load_model
 
     reference = load_model(result.run_dir, torch.device("cpu")).network
     for batch in (1, 3):  # the batch dimension stays dynamic; the spatial size is the training patch

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from medseg.io.dicom import dicom_series_to_nifti
-from medseg.engine.predict import find_inputs, predict
 from medseg.errors import InputError
+from medseg.inference.predict import find_inputs, predict
+from medseg.io.dicom import dicom_series_to_nifti
 
 SPACING = (0.8, 0.8, 2.5)
 

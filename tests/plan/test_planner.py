@@ -102,7 +102,7 @@ def test_overrides_win_and_are_marked_as_from_the_user(anisotropic):
 
 
 def test_train_config_overrides_reach_the_plan(anisotropic, tmp_path):
-    from medseg.engine.train import TrainConfig, prepare_plan
+    from medseg.training.train import TrainConfig, prepare_plan
 
     cfg = TrainConfig(data=str(anisotropic.root), out=str(tmp_path / "run"), device="cpu", pixdim=(1.6, 1.6, 5.0),
                       channels=(8, 16, 32))

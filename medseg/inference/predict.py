@@ -6,7 +6,7 @@ class probabilities are mapped back to the input's voxel grid with :class:`monai
 ensemble is the mean of the members' probabilities (softmax, or sigmoid for region outputs);
 ``tta`` averages the 8 mirrorings over the spatial axes, as nnU-Net. The label map is the argmax
 (regions: painted in ``regions_class_order``), then post-processing decided from validation
-(:mod:`medseg.engine.postprocess`) unless disabled. Masks are written with the input file's own
+(:mod:`medseg.inference.postprocess`) unless disabled. Masks are written with the input file's own
 NIfTI header: shape, affine, qform/sform and orientation are those of the input.
 """
 
@@ -84,7 +84,7 @@ def plan_of_config(config: dict[str, Any]) -> Plan:
 
 def load_model(model: str | Path, device: torch.device) -> LoadedModel:
     """Network, config and plan from a run directory or checkpoint file."""
-    from medseg.engine.network import network_from_plan
+    from medseg.plan.network import network_from_plan
 
     path, payload = read_checkpoint(model)
     config = payload["config"]
@@ -154,7 +154,7 @@ def _activation(plan: Plan) -> Any:
 
 def _preprocess(plan: Plan, image: Any) -> tuple[Any, dict[str, Any]]:
     """``(inference transform, transformed data)`` of ``image`` (a file or one file per channel) under ``plan``."""
-    from medseg.data.pipeline import inference_transforms
+    from medseg.preprocessing.pipeline import inference_transforms
 
     pre = inference_transforms(plan)
     shown = image if isinstance(image, (str, Path)) else ", ".join(Path(f).name for f in image)
@@ -261,8 +261,8 @@ def predict(model: str | Path | Sequence[str | Path], inputs: str | Path, output
     """
     from tqdm import tqdm
 
-    from medseg.engine.network import resolve_device
-    from medseg.engine.postprocess import apply_postprocessing, load_postprocessing
+    from medseg.inference.postprocess import apply_postprocessing, load_postprocessing
+    from medseg.plan.network import resolve_device
 
     if not 0 <= overlap < 1:
         raise InputError(f"--overlap must be in [0, 1), got {overlap}")

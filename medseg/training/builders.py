@@ -1,5 +1,5 @@
 """The named parts of a training run, each built from the config and the plan: data, loss, evaluator,
-trainer, epoch handlers and tracking. :func:`medseg.engine.train.train` wires them together.
+trainer, epoch handlers and tracking. :func:`medseg.training.train.train` wires them together.
 """
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from ignite.engine import Events
 
 from medseg.data.datalist import Dataset, split_train_val
-from medseg.engine import distributed as dist
 from medseg.errors import InputError
 from medseg.plan.planner import Plan
+from medseg.training import distributed as dist
+from medseg.training.config import TrainConfig
 from medseg.utils.files import atomic_write_text
 from medseg.utils.rundir import (
     BEST_CHECKPOINT,
@@ -30,9 +31,6 @@ from medseg.utils.rundir import (
     VAL_PREFIX,
     checkpoint_dir,
 )
-
-if TYPE_CHECKING:
-    from medseg.engine.train import TrainConfig
 
 __all__ = ["RunData", "run_device", "build_data", "build_loss", "build_evaluator", "build_trainer",
            "attach_epoch_handlers", "start_tracking", "finish_run", "validation_post", "DISTANCE_KEY"]
@@ -51,7 +49,7 @@ class RunData:
 
 def run_device(cfg: TrainConfig) -> tuple[torch.device, bool]:
     """The device of this process (its own GPU in a multi-process run) and whether AMP is on."""
-    from medseg.engine.network import resolve_device
+    from medseg.plan.network import resolve_device
 
     device = resolve_device(cfg.device)
     if dist.world_size() > 1 and device.type == "cuda":
@@ -69,7 +67,7 @@ def build_data(cfg: TrainConfig, plan: Plan, dataset: Dataset, distance_map_key:
     from monai.data import CacheDataset, DataLoader
     from monai.data import Dataset as PlainDataset
 
-    from medseg.data.pipeline import train_transforms, val_transforms
+    from medseg.preprocessing.pipeline import train_transforms, val_transforms
 
     train_files, val_files = split_train_val(dataset.training, fold=cfg.fold, folds=cfg.folds,
                                             seed=cfg.seed if cfg.split_seed is None else cfg.split_seed)
@@ -97,9 +95,9 @@ def build_loss(cfg: TrainConfig, plan: Plan) -> tuple[torch.nn.Module, torch.nn.
     gets the deep-supervision wrapper; a loss that declares ``uses_distance_map`` receives the
     cached signed distance maps from the batch.
     """
-    from medseg.engine.batch import DeepSupervisionHeads, DistanceMapLossAdapter
     from medseg.losses import create_loss
     from medseg.losses.deep_supervision import DeepSupervisionLoss
+    from medseg.training.batch import DeepSupervisionHeads, DistanceMapLossAdapter
 
     args = dict(cfg.loss_args)
     if plan.label_spec.is_regions:
@@ -152,7 +150,7 @@ def build_trainer(cfg: TrainConfig, network: torch.nn.Module, engine_loss: torch
     from monai.handlers import LrScheduleHandler, ValidationHandler
     from monai.inferers import SimpleInferer
 
-    from medseg.engine.batch import PrepareBatchWithDistanceMap
+    from medseg.training.batch import PrepareBatchWithDistanceMap
 
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.lr * 0.01)

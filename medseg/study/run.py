@@ -1,6 +1,6 @@
 """Loss study: every loss x seed trained with everything else equal, evaluated on held-out cases.
 
-One plan is resolved once (:func:`medseg.engine.train.prepare_plan`) and passed to every run, with
+One plan is resolved once (:func:`medseg.training.train.prepare_plan`) and passed to every run, with
 the same fold split (fold 0, ``split_seed`` fixed), augmentation, epochs and batch size; only the
 loss and the model seed vary. Each run is predicted and scored on the dataset's test split
 (``imagesTs`` / ``labelsTs``) with lesion-wise metrics. Layout::
@@ -11,7 +11,7 @@ loss and the model seed vary. Each run is predicted and scored on the dataset's 
     STUDY_DIR/runs/<loss>/seed<k>/        a training run directory (:mod:`medseg.utils.rundir`) with
         pred/ eval/                       test predictions and their evaluation
         study_row.json                    written last, atomically: the run is finished and evaluated
-    STUDY_DIR/study.csv, study.json, report.html   (:mod:`medseg.engine.study_report`)
+    STUDY_DIR/study.csv, study.json, report.html   (:mod:`medseg.study.report`)
 
 MLflow: the training run of each (loss, seed) is a child of the parent run (tags
 ``mlflow.parentRunId``, ``study``, ``loss``, ``seed``) and receives the evaluation metrics
@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medseg.engine.study_report import ROW_FIELDS, ROW_FILE, ROW_METRICS, study_rows, write_study
 from medseg.errors import InputError
 from medseg.metrics.lesion import DEFAULT_SIZE_BINS_MM3
+from medseg.study.report import ROW_FIELDS, ROW_FILE, ROW_METRICS, study_rows, write_study
 from medseg.utils.files import atomic_write_text
 from medseg.utils.rundir import MLFLOW_RUN_FILE, PLANS_FILE, checkpoint_dir
 
@@ -66,7 +66,7 @@ class StudyConfig:
         loss_args: per-loss keyword arguments, ``{loss: {arg: value}}``.
         small_lesion_mm3: reference lesions below this volume count as small.
         size_bins: lesion-size bin edges (mm^3) of the evaluation and the Dice-by-size plot.
-        train_overrides: other :class:`~medseg.engine.train.TrainConfig` fields, equal for every run.
+        train_overrides: other :class:`~medseg.training.train.TrainConfig` fields, equal for every run.
         command: the command line that started the study (recorded in ``study.json``).
     """
 
@@ -117,8 +117,8 @@ def validate_study(cfg: StudyConfig) -> None:
             rejects (each loss is built with :func:`medseg.losses.create_loss`), a bad baseline,
             seeds, epochs or override; a dataset without a labelled test split.
     """
-    from medseg.engine.train import TrainConfig
     from medseg.losses import LOSSES, create_loss
+    from medseg.training.train import TrainConfig
 
     problems: list[str] = []
     unknown = [name for name in cfg.losses if name not in LOSSES]
@@ -173,7 +173,7 @@ def run_study(cfg: StudyConfig, max_runs: int | None = None,
         on_run: called after each run is finished and evaluated.
 
     Returns:
-        ``study.json``'s content (:func:`medseg.engine.study_report.write_study`); ``{"complete": False, ...}``
+        ``study.json``'s content (:func:`medseg.study.report.write_study`); ``{"complete": False, ...}``
         when ``max_runs`` stopped the study early.
     """
     from medseg.handlers.tracking import MLflowTracker, default_tracking_uri
@@ -225,10 +225,10 @@ def run_study(cfg: StudyConfig, max_runs: int | None = None,
 
 # -- one run -------------------------------------------------------------------------------------
 def _train_and_evaluate(cfg: StudyConfig, state: dict[str, Any], loss: str, seed: int, run_dir: Path) -> None:
-    from medseg.engine.evaluate import evaluate_folders
-    from medseg.engine.predict import predict
-    from medseg.engine.train import TrainConfig, train
+    from medseg.evaluation.evaluate import evaluate_folders
     from medseg.handlers.tracking import _client
+    from medseg.inference.predict import predict
+    from medseg.training.train import TrainConfig, train
 
     tags = {PARENT_TAG: state["parent_run_id"], "study": cfg.name, "loss": loss, "seed": str(seed)}
     tcfg = TrainConfig(data=cfg.data, out=str(run_dir), epochs=cfg.epochs, loss=loss,
@@ -293,7 +293,7 @@ def _load_state(cfg: StudyConfig) -> dict[str, Any] | None:
 
 def _plan_once(cfg: StudyConfig) -> tuple[dict[str, Any], dict[str, str]]:
     """The plan every run uses: resolved once from the first run's settings, written to ``plans.json``."""
-    from medseg.engine.train import TrainConfig, prepare_plan
+    from medseg.training.train import TrainConfig, prepare_plan
 
     first = TrainConfig(data=cfg.data, out=cfg.out, epochs=cfg.epochs, loss=cfg.losses[0], device=cfg.device,
                         **cfg.train_overrides)

@@ -28,9 +28,9 @@ import nibabel as nib
 import numpy as np
 
 from medseg.data.datalist import LabelSpec, parse_labels, read_meta
-from medseg.engine.evaluate_case import CaseTask, Structure, run_cases, spatial_shape
-from medseg.engine.report import OverlaySpec, lesion_rows, render_report, summarise, worst_cases
 from medseg.errors import InputError
+from medseg.evaluation.case import CaseTask, Structure, run_cases, spatial_shape
+from medseg.evaluation.report import OverlaySpec, lesion_rows, render_report, summarise, worst_cases
 from medseg.metrics import CONVENTIONS, EMPTY_POLICY, METRIC_NAMES
 from medseg.metrics.lesion import (
     BRATS_WORST_DISTANCE_MM,

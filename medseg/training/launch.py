@@ -3,7 +3,7 @@
 N processes are spawned with :class:`ignite.distributed.Parallel` (NCCL with one GPU per process
 when CUDA is available, Gloo on CPU; under ``torchrun`` the group it set up is joined). The plan is
 resolved once, here, before the processes start, so every rank trains the same plan. Each process
-runs :func:`medseg.engine.train.train`; rank 0 writes the run directory and talks to MLflow.
+runs :func:`medseg.training.train.train`; rank 0 writes the run directory and talks to MLflow.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 import ignite.distributed as idist
 import torch
 
-from medseg.engine.distributed import is_main, world_size
-from medseg.engine.train import TrainConfig, TrainResult, prepare_plan, train
 from medseg.errors import InputError
+from medseg.training.distributed import is_main, world_size
+from medseg.training.train import TrainConfig, TrainResult, prepare_plan, train
 from medseg.utils.rundir import RESULT_FILE
 
 __all__ = ["launch"]

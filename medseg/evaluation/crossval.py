@@ -6,7 +6,7 @@ exactly one validation fold. The summary takes each run's best validation epoch 
 standard deviation, min, max) across folds -- the numbers a cross-validation table shows.
 :func:`determine_postprocessing` predicts every run's validation cases and decides, from all of
 them together, which post-processing raises the cross-validated Dice
-(:mod:`medseg.engine.postprocess`).
+(:mod:`medseg.inference.postprocess`).
 """
 
 from __future__ import annotations
@@ -84,14 +84,14 @@ def determine_postprocessing(run_dirs: list[str | Path], device: str = "auto") -
     import nibabel as nib
     import numpy as np
 
-    from medseg.engine.network import resolve_device
-    from medseg.engine.postprocess import decide_postprocessing, save_postprocessing
-    from medseg.engine.predict import (
+    from medseg.inference.postprocess import decide_postprocessing, save_postprocessing
+    from medseg.inference.predict import (
         check_ensemble,
         load_model,
         predict_probabilities,
         probabilities_to_labels,
     )
+    from medseg.plan.network import resolve_device
 
     dev = resolve_device(device)
     models = [load_model(r, dev) for r in run_dirs]

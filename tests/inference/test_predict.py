@@ -4,8 +4,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medseg.engine.predict import predict
 from medseg.errors import InputError
+from medseg.inference.predict import predict
 
 
 def _permuted_copy(src, dst):

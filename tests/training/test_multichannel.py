@@ -15,7 +15,7 @@ import pytest
 
 from medseg.cli.main import main
 from medseg.data.synth import SynthConfig, synthesise_dataset
-from medseg.engine.predict import predict
+from medseg.inference.predict import predict
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def _dice(pred_path, gt_path) -> float:
 
 
 def _train(layout, tmp_path_factory, train_args):
-    from medseg.engine.train import TrainConfig, train
+    from medseg.training.train import TrainConfig, train
 
     base = tmp_path_factory.mktemp(f"multichannel_{layout}")
     synthesise_dataset(base / "data", SynthConfig(layout=layout, **DATA))

@@ -12,8 +12,8 @@ import torch
 
 from medseg.cli.main import main
 from medseg.data.datalist import LabelSpec
-from medseg.engine.postprocess import apply_postprocessing, decide_postprocessing
-from medseg.engine.predict import mirrored_inference
+from medseg.inference.postprocess import apply_postprocessing, decide_postprocessing
+from medseg.inference.predict import mirrored_inference
 from medseg.plan.planner import ChannelNorm, NetworkPlan, Plan
 from tests.conftest import TINY_TRAIN
 
@@ -105,7 +105,7 @@ def test_ensemble_tta_probabilities_and_postprocessing(tmp_path, tiny_dataset, t
     finally:
         (first / "postprocessing.json").unlink()
     assert json.loads((tmp_path / "pp" / "postprocessing.json").read_text(encoding="utf-8")) == rules
-    from medseg.engine.evaluate import evaluate_folders
+    from medseg.evaluation.evaluate import evaluate_folders
 
     summary = evaluate_folders(tmp_path / "pp", tiny_dataset / "labelsTs", tmp_path / "report", progress=False)
     assert summary["postprocessing"] == rules  # the report says what predict applied
@@ -114,7 +114,7 @@ def test_ensemble_tta_probabilities_and_postprocessing(tmp_path, tiny_dataset, t
     for f in sorted((tmp_path / "raw").glob("*.nii.gz")):
         raw = np.asarray(nib.load(f).dataobj)
         zooms = nib.load(f).header.get_zooms()[:3]
-        from medseg.engine.predict import load_model
+        from medseg.inference.predict import load_model
 
         plan = load_model(first, torch.device("cpu")).plan
         np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "pp" / f.name).dataobj),

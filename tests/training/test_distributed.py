@@ -19,9 +19,9 @@ def _single_process_val_dice(run_dir, dataset) -> float:
     from monai.transforms import AsDiscreted, Compose
 
     from medseg.data.datalist import load_dataset
-    from medseg.data.pipeline import val_transforms
-    from medseg.engine.predict import load_model
     from medseg.handlers.metrics import validation_metrics
+    from medseg.inference.predict import load_model
+    from medseg.preprocessing.pipeline import val_transforms
 
     model = load_model(run_dir / "checkpoints" / "best.pt", torch.device("cpu"))
     plan = model.plan  # the run's own plan, read back from its checkpoint

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from medseg.engine.train import TrainConfig, prepare_plan, train
+from medseg.training.train import TrainConfig, prepare_plan, train
 from tests.conftest import TINY_TRAIN
 
 

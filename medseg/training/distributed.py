@@ -1,6 +1,6 @@
 """Distributed building blocks shared by ``medseg train --nproc N`` and the bundle's multi-GPU config.
 
-The launcher is :mod:`medseg.engine.launch`. Each process runs :func:`medseg.engine.train.train`,
+The launcher is :mod:`medseg.training.launch`. Each process runs :func:`medseg.training.train.train`,
 which uses these helpers to shard the training
 cases with a ``DistributedSampler``, wraps the network in ``DistributedDataParallel``, validates
 each case once across ranks (medseg's metric handlers all-reduce the per-case sums, so every rank

@@ -5,8 +5,8 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from medseg.engine.train import TrainConfig, load_run_config, train
 from medseg.errors import InputError
+from medseg.training.train import TrainConfig, load_run_config, train
 
 
 def test_run_directory(tiny_run):
@@ -73,8 +73,8 @@ def test_resume_keeps_the_best_score_of_best_pt(tmp_path):
 
     import torch
 
-    from medseg.engine.builders import _best_score
     from medseg.handlers.checkpoint import CheckpointSaver, load_checkpoint
+    from medseg.training.builders import _best_score
 
     saver = CheckpointSaver(tmp_path, {"model": torch.nn.Linear(1, 1)}, extra=lambda: {"best_score": saver.best_score})
     engine = SimpleNamespace(state=SimpleNamespace(epoch=1))

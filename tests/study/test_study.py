@@ -9,7 +9,9 @@ import os
 import pytest
 
 from medseg.cli.main import main
-from medseg.engine.study import (
+from medseg.errors import InputError
+from medseg.study.report import verdict
+from medseg.study.run import (
     ROW_FILE,
     ROW_METRICS,
     STATE_FILE,
@@ -18,8 +20,6 @@ from medseg.engine.study import (
     run_study,
     validate_study,
 )
-from medseg.engine.study_report import verdict
-from medseg.errors import InputError
 from medseg.utils.rundir import MLFLOW_RUN_FILE, read_journal
 
 LOSSES = ("dice", "ce", "dice_ce")

@@ -14,8 +14,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medseg.engine.evaluate import evaluate_folders, load_label_names
 from medseg.errors import InputError
+from medseg.evaluation.evaluate import evaluate_folders, load_label_names
 
 SHAPE = (20, 18, 12)
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])

@@ -9,8 +9,8 @@ import pytest
 
 from medseg.cli.main import main
 from medseg.data.datalist import kfold_split, load_dataset
-from medseg.engine.crossval import summarize_folds
 from medseg.errors import InputError
+from medseg.evaluation.crossval import summarize_folds
 
 
 def test_folds_are_patient_wise_and_seeded(tiny_dataset):

@@ -19,8 +19,8 @@ DATA = {"train_cases": 10, "test_cases": 2, "size": 32, "spacing": (3.0, 3.0, 3.
 
 @pytest.fixture(scope="module")
 def regions_run(tmp_path_factory, learning_train_args):
-    from medseg.engine.predict import predict
-    from medseg.engine.train import TrainConfig, train
+    from medseg.inference.predict import predict
+    from medseg.training.train import TrainConfig, train
 
     base = tmp_path_factory.mktemp("regions")
     synthesise_dataset(base / "data", SynthConfig(**DATA))
@@ -36,7 +36,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_the_plan_has_one_sigmoid_output_per_region(regions_run):
-    from medseg.engine.predict import load_model
+    from medseg.inference.predict import load_model
 
     _, result, _ = regions_run
     plan = load_model(result.run_dir, "cpu").plan  # type: ignore[arg-type]
@@ -56,7 +56,7 @@ def test_predicts_a_label_map_of_region_values(regions_run):
 
 
 def test_evaluates_per_region(regions_run, tmp_path):
-    from medseg.engine.evaluate import evaluate_folders
+    from medseg.evaluation.evaluate import evaluate_folders
 
     base, _, written = regions_run
     summary = evaluate_folders(base / "pred", base / "data" / "labelsTs", tmp_path / "eval", regions=True,

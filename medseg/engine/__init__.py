@@ -1,1 +1,0 @@
-"""Workflows on MONAI engines: training, prediction, post-processing, evaluation, cross-validation."""

@@ -1,0 +1,125 @@
+"""The definition of a training run: :class:`TrainConfig` (saved as ``RUN_DIR/config.json``) and its result.
+
+Lives apart from the workflow so the builders, the launcher, the study and the bundle template can all
+import it downwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import InputError
+from medseg.plan.planner import Plan
+from medseg.utils.rundir import CONFIG_FILE
+
+__all__ = ["TrainConfig", "TrainResult", "load_run_config", "OVERRIDES"]
+
+# TrainConfig field -> plan field it overrides
+OVERRIDES = {"pixdim": "spacing", "patch_size": "patch_size", "batch_size": "batch_size",
+             "samples_per_case": "samples_per_case", "net": "net", "channels": "filters", "strides": "strides",
+             "deep_supervision": "deep_supervision", "num_res_units": "num_res_units"}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved as ``RUN_DIR/config.json``.
+
+    Fields defaulting to None are planned from the dataset (:mod:`medseg.plan`); a value given here
+    overrides its planned value. ``plan`` holds the resolved plan once the run has started.
+    ``split_seed`` seeds the fold split (``None``: ``seed``), so runs that differ only in ``seed``
+    share one split; ``tags`` are added to the MLflow run (``mlflow.parentRunId`` nests it under a parent).
+    """
+
+    data: str
+    out: str
+    epochs: int = 40
+    loss: str = "dice_ce"
+    loss_args: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    amp: bool = False
+    tracking_uri: str | None = None
+    experiment: str = "medseg"
+    run_name: str | None = None
+    seed: int = 0
+    fold: int = 0
+    folds: int = 5
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    val_interval: int = 1
+    cache_rate: float = 1.0
+    num_workers: int = 0
+    check_data: bool = True
+    progress: bool = True
+    pixdim: tuple[float, float, float] | None = None
+    patch_size: tuple[int, int, int] | None = None
+    batch_size: int | None = None
+    samples_per_case: int | None = None
+    net: str | None = None
+    channels: tuple[int, ...] | None = None
+    strides: tuple[int, ...] | None = None
+    deep_supervision: bool | None = None
+    num_res_units: int | None = None
+    plan: dict[str, Any] | None = None
+    plan_sources: dict[str, str] | None = None
+    split_seed: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise InputError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise InputError(f"--lr must be > 0, got {self.lr}")
+        if not 1 <= self.val_interval <= self.epochs:
+            raise InputError(f"--val-interval must be in [1, --epochs={self.epochs}], got {self.val_interval}")
+        if self.channels is not None and len(self.channels) < 2:
+            raise InputError(f"--channels needs at least two levels, got {list(self.channels)}")
+        if self.patch_size is not None and self.strides is not None:
+            factor = 2 ** len(self.strides)
+            if any(p % factor for p in self.patch_size):
+                raise InputError(f"--patch-size {list(self.patch_size)}: each side must be divisible by {factor}")
+        if not 0.0 <= self.cache_rate <= 1.0:
+            raise InputError(f"--cache-rate must be in [0, 1], got {self.cache_rate}")
+
+    def overrides(self) -> dict[str, Any]:
+        """Explicit plan overrides, by plan field name."""
+        return {plan_key: getattr(self, key) for key, plan_key in OVERRIDES.items() if getattr(self, key) is not None}
+
+    def resolved_plan(self) -> Plan:
+        if self.plan is None:
+            raise RuntimeError("the plan is resolved by prepare_plan() before training")
+        return Plan.from_dict(self.plan)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise InputError(f"unknown training config keys: {', '.join(unknown)}")
+        keep = {"loss_args", "plan", "plan_sources", "tags"}
+        return cls(**{k: (tuple(v) if isinstance(v, list) and k not in keep else v) for k, v in raw.items()})
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    best_checkpoint: Path
+    best_metric: float
+    epochs: int
+    mlflow_run_id: str
+    tracking_uri: str
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise InputError(f"{run_dir}: not a training run directory (no {CONFIG_FILE})")
+    return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
