@@ -26,6 +26,7 @@ from monai import transforms as mt
 
 from medseg.data.datalist import LabelSpec
 from medseg.plan.planner import ChannelNorm, NetworkPlan, Plan
+from medseg.preprocessing.augment import augmentation, read_size
 from medseg.transforms.intensity import NormalizeChannelsd
 
 __all__ = ["preprocessing", "train_transforms", "val_transforms", "inference_transforms", "nonzero",
@@ -130,25 +131,16 @@ def train_transforms(cfg: Plan | PipelineConfig, distance_map_key: str | None = 
     distance_map_key = distance_map_key or getattr(cfg, "distance_map_key", None)
     spatial = ["image", "label"] + ([distance_map_key] if distance_map_key else [])
     interp = ["bilinear", "nearest"] + (["bilinear"] if distance_map_key else [])
-    patch = plan.patch_size
     return mt.Compose([
         *preprocessing(plan),
-        mt.SpatialPadd(keys=["image", "label"], spatial_size=patch),
+        mt.SpatialPadd(keys=["image", "label"], spatial_size=read_size(plan)),
         *_distance_map(plan, distance_map_key),
         # voxel indices per class, computed once and cached: the random crop then only draws from them
         mt.ClassesToIndicesd(keys="label", num_classes=len(plan.class_ratios), indices_postfix="_cls_indices"),
-        mt.RandCropByLabelClassesd(keys=spatial, label_key="label", spatial_size=patch,
+        mt.RandCropByLabelClassesd(keys=spatial, label_key="label", spatial_size=read_size(plan),
                                    ratios=list(plan.class_ratios), num_classes=len(plan.class_ratios),
                                    indices_key="label_cls_indices", num_samples=plan.samples_per_case, warn=False),
-        mt.RandFlipd(keys=spatial, prob=0.5, spatial_axis=0),
-        mt.RandFlipd(keys=spatial, prob=0.5, spatial_axis=1),
-        # quarter turns in-plane only for a square in-plane patch (they would swap its sides otherwise)
-        *([mt.RandRotate90d(keys=spatial, prob=0.25, spatial_axes=(0, 1))] if patch[0] == patch[1] else []),
-        mt.RandAffined(keys=spatial, prob=0.2, rotate_range=(0.0, 0.0, 0.26), scale_range=(0.1, 0.1, 0.1),
-                       mode=interp, padding_mode="border"),
-        mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
-        mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.3),
-        mt.RandGaussianNoised(keys="image", std=0.05, prob=0.2),
+        *augmentation(plan, spatial, interp),
         *_regions(plan),
         mt.EnsureTyped(keys=spatial, track_meta=False),
     ])
