@@ -98,7 +98,12 @@ the same predictions.
 - Validation metrics are computed on the pre-processed (resampled, cropped) grid.
 - Small structures below the resampled voxel size ({list(p.pixdim)} mm) can be missed.
 
-## Installation
+{_usage(medseg_version)}"""
+
+
+def _usage(medseg_version: str) -> str:
+    """Installation and the commands a bundle user runs (the same for every bundle medseg writes)."""
+    return f"""## Installation
 
 The configs name medseg components (`_target_: medseg....`): install medseg {medseg_version} or newer
 (`configs/metadata.json`, `required_packages_version`) with the CPU or CUDA PyTorch you want:
