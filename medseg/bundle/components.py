@@ -2,7 +2,7 @@
 
 Bundle configs hold wiring only: every step that would otherwise be a ``$`` Python expression
 (a path join, a fold split, moving a network to a device, a rank rule) is one of these functions,
-so the configs also load with :func:`medseg.bundle.trust.load_config` (no ``$`` at all).
+so the configs also load with :func:`medseg.utils.trust.load_config` (no ``$`` at all).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Bundle verification with MONAI's own tools, offline.
 
 :func:`verify_bundle` runs, in order: the layout check (files the MONAI Bundle Specification
-asks for), a safety check (every config loads with :func:`medseg.bundle.trust.load_config`, i.e.
+asks for), a safety check (every config loads with :func:`medseg.utils.trust.load_config`, i.e.
 holds no ``$`` code), ``monai.bundle.verify_metadata`` against medseg's offline equivalent of
 MONAI's published schema (:mod:`medseg.bundle.schema`; nothing is downloaded), the hashes of
 ``large_files.yml``, ``monai.bundle.verify_net_in_out``, ``monai.bundle.ckpt_export`` (writes
@@ -82,7 +82,7 @@ def _strip_debug_info(path: Path) -> None:
 def torchscript_max_difference(bundle_dir: str | Path, seed: int = 0,
                                overrides: Mapping[str, Any] | None = None) -> float:
     """Largest |TorchScript - eager| logit on a random input of the metadata's input shape."""
-    from medseg.bundle.trust import load_config, safe_torch_load
+    from medseg.utils.trust import load_config, safe_torch_load
 
     root = Path(bundle_dir).resolve()
     parser = load_config(root / "configs" / "inference.json")
@@ -146,7 +146,7 @@ def _layout(root: Path) -> str:
 def _safe_configs(root: Path) -> str:
     from monai.bundle import ConfigParser
 
-    from medseg.bundle.trust import check_config
+    from medseg.utils.trust import check_config
 
     files = sorted(p for p in (root / "configs").glob("*.json") if p.name != "metadata.json")
     problems = [msg for f in files for msg in check_config(ConfigParser.load_config_file(str(f)), f)]

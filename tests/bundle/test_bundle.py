@@ -12,7 +12,7 @@ from monai.bundle import ConfigParser
 
 from medseg.bundle.schema import SCHEMA_FILE
 from medseg.bundle.template import BundleParams, render_configs
-from medseg.bundle.trust import check_config, load_config
+from medseg.utils.trust import check_config, load_config
 from tests.bundle.conftest import BUNDLE, TINY_OVERRIDES, monai_bundle
 
 SPEC_FILES = ["configs/metadata.json", "configs/train.json", "configs/evaluate.json", "configs/inference.json",

@@ -11,7 +11,7 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from medseg.bundle.trust import load_config
+from medseg.utils.trust import load_config
 from medseg.cli.main import main
 from medseg.plan.network import build_network
 from tests.bundle.conftest import BUNDLE, HAS_FIRE, TINY_OVERRIDES, monai_bundle

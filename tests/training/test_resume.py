@@ -36,7 +36,7 @@ def _train(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]
 
 
 def _epoch(path: Path) -> int:
-    from medseg.bundle.trust import safe_torch_load
+    from medseg.utils.trust import safe_torch_load
 
     return int(safe_torch_load(path)["epoch"])
 
@@ -119,7 +119,7 @@ def test_resume_finishes_in_one_mlflow_run_without_gaps(killed_and_resumed: dict
 
 
 def test_resume_restores_optimizer_and_scheduler(killed_and_resumed: dict) -> None:
-    from medseg.bundle.trust import safe_torch_load
+    from medseg.utils.trust import safe_torch_load
 
     state = safe_torch_load(killed_and_resumed["run"] / "checkpoints" / f"last_epoch={EPOCHS}.pt")
     assert state["epoch"] == EPOCHS

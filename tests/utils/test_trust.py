@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from medseg.bundle.trust import (
+from medseg.utils.trust import (
     CorruptCheckpointError,
     UnsafeCheckpointError,
     UnsafeConfigError,

@@ -68,7 +68,7 @@ DENIED_TARGETS: tuple[str, ...] = (
     "monai.data.torchscript_utils",  # torch.jit.load
     "monai.networks.utils.convert_to_",  # TorchScript / TensorRT / ONNX loading
     "medseg.cli",
-    "medseg.bundle.trust",
+    "medseg.utils.trust",
 )
 
 _UNSAFE_ARGS = {"weights_only": False, "allow_pickle": True, "trust_remote_code": True}
