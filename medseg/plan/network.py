@@ -14,7 +14,7 @@ __all__ = ["build_network", "build_dynunet", "network_from_plan", "planned_netwo
 
 def build_network(num_classes: int, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128),
                   strides: Sequence[int | Sequence[int]] = (2, 2, 2), num_res_units: int = 1,
-                  dropout: float = 0.0) -> UNet:
+                  dropout: float = 0.0, norm: str = "instance") -> UNet:
     """A residual 3D U-Net returning logits of shape (B, num_classes, *spatial).
 
     ``strides``: one per down-sampling level, an int or an (x, y, z) triple. Spatial sizes must be
@@ -23,7 +23,7 @@ def build_network(num_classes: int, in_channels: int = 1, channels: Sequence[int
     if len(strides) != len(channels) - 1:
         raise ValueError(f"strides needs len(channels) - 1 = {len(channels) - 1} entries, got {len(strides)}")
     return UNet(spatial_dims=3, in_channels=in_channels, out_channels=num_classes, channels=tuple(channels),
-                strides=tuple(strides), num_res_units=num_res_units, dropout=dropout, norm="instance")
+                strides=tuple(strides), num_res_units=num_res_units, dropout=dropout, norm=norm)
 
 
 def build_dynunet(num_classes: int, in_channels: int, kernels: Sequence[Sequence[int]],
@@ -45,7 +45,7 @@ def network_from_plan(net: NetworkPlan, in_channels: int, out_channels: int) -> 
     """The network a plan describes (``dynunet`` or ``unet``)."""
     if net.name == "unet":
         strides = [tuple(s) for s in net.strides[1:]]
-        return build_network(out_channels, in_channels, net.filters, strides, net.num_res_units)
+        return build_network(out_channels, in_channels, net.filters, strides, net.num_res_units, norm=net.norm)
     return build_dynunet(out_channels, in_channels, net.kernels, net.strides, net.filters,
                          net.deep_supervision, net.deep_supr_num)
 

@@ -39,7 +39,7 @@ from medseg.data.datalist import Dataset, LabelSpec
 from medseg.errors import InputError
 
 __all__ = ["ChannelNorm", "NetworkPlan", "Plan", "ComputeBudget", "make_plan", "plan_dataset", "topology",
-           "PLAN_FIELDS", "plan_from_dict"]
+           "PLAN_FIELDS", "plan_from_dict", "ct_normalization"]
 
 ANISOTROPY = 3.0
 MIN_FEATURE = 4
@@ -67,6 +67,7 @@ class NetworkPlan:
     deep_supervision: bool = True
     deep_supr_num: int = 2
     num_res_units: int = 1
+    norm: str = "instance"  # residual UNet's normalisation: instance (planned) or batch (a bundle's network)
 
     @property
     def total_stride(self) -> tuple[int, int, int]:
@@ -146,7 +147,7 @@ class Plan:
                                 kernels=tuple(tuple(k) for k in net["kernels"]),
                                 strides=tuple(tuple(s) for s in net["strides"]),
                                 deep_supervision=bool(net["deep_supervision"]), deep_supr_num=int(net["deep_supr_num"]),
-                                num_res_units=int(net.get("num_res_units", 1))),
+                                num_res_units=int(net.get("num_res_units", 1)), norm=net.get("norm", "instance")),
             normalization=tuple(ChannelNorm(**n) for n in raw["normalization"]),
             class_ratios=tuple(float(r) for r in raw["class_ratios"]),
             label_spec=LabelSpec.from_dict(raw["label_spec"]),
@@ -224,14 +225,20 @@ def _patch_size(median_shape: np.ndarray, spacing: np.ndarray, budget: ComputeBu
         patch[axis] = max(2 * MIN_FEATURE, patch[axis] - max(int(total[axis]), 1))
 
 
+def ct_normalization(fingerprint: dict[str, Any], channel: int) -> ChannelNorm:
+    """The ``ct`` normalisation of ``channel`` from the fingerprint's foreground intensities (0.5-99.5 %, mean, std)."""
+    p = fingerprint["foreground_intensity_properties_per_channel"][str(channel)]
+    return ChannelNorm("ct", lower=p["percentile_00_5"], upper=p["percentile_99_5"], mean=p["mean"],
+                       std=max(p["std"], 1e-8))
+
+
 def _normalization(fingerprint: dict[str, Any], channels: dict[int, str]) -> tuple[ChannelNorm, ...]:
     out = []
     props = fingerprint["foreground_intensity_properties_per_channel"]
     for c, name in sorted(channels.items()):
         p = props[str(c)]
         if name.strip().upper() == "CT" and math.isfinite(p["mean"]):
-            out.append(ChannelNorm("ct", lower=p["percentile_00_5"], upper=p["percentile_99_5"], mean=p["mean"],
-                                   std=max(p["std"], 1e-8)))
+            out.append(ct_normalization(fingerprint, c))
         else:
             out.append(ChannelNorm("zscore"))
     return tuple(out)
