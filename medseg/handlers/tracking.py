@@ -25,8 +25,9 @@ import json
 import logging
 import os
 import re
+import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -36,7 +37,7 @@ from medseg.utils.files import atomic_write_text
 from medseg.utils.rundir import JOURNAL_FILE, MLFLOW_RUN_FILE
 
 __all__ = ["MLflowTracker", "default_tracking_uri", "flatten_params", "evaluation_metrics", "log_evaluation",
-           "RUN_STATUSES"]
+           "RUN_STATUSES", "tracking_client", "metric_safe_name"]
 
 logger = logging.getLogger(__name__)
 RUN_FILE = MLFLOW_RUN_FILE
@@ -68,7 +69,7 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return {k: v[:6000] for k, v in flat.items()}
 
 
-def _client(tracking_uri: str) -> Any:
+def tracking_client(tracking_uri: str) -> Any:
     """An ``MlflowClient`` bound to ``tracking_uri`` that fails fast on an unreachable server."""
     # instead of MLflow's multi-minute retry back-off
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -101,7 +102,7 @@ class MLflowTracker:
                  run_name: str | None = None, resume: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.tracking_uri = tracking_uri
-        self.client = _client(tracking_uri)
+        self.client = tracking_client(tracking_uri)
         self.history: list[dict[str, Any]] = []
         # epoch -> metric keys the MLflow run holds; None: unknown, read it back before pushing
         self._remote: dict[int, set[str]] | None = {}
@@ -184,25 +185,27 @@ class MLflowTracker:
         Requirements are pinned to the running torch / MONAI versions instead of being inferred
         (inference would load the model again in a subprocess).
 
-        Convention: the logged model is created with this tracker's client (experiment and source run
-        explicit, no active run or experiment needed); MLflow's model writer still reads the
-        process-wide tracking URI, so it is set for the duration of the call and restored afterwards
-        (with ``$MLFLOW_TRACKING_URI``), leaving the caller's MLflow state as it was.
+        Convention: everything goes through this tracker's client and its URI: the model is written
+        to a temporary folder with ``mlflow.pytorch.save_model``, uploaded with ``log_model_artifacts``
+        and finalised; MLflow's process-wide tracking URI, active run and experiment are never touched.
         """
         try:
             import mlflow.pytorch
             import monai
             import torch
+            from mlflow.entities import LoggedModelStatus
 
             experiment_id = self.client.get_run(self.run_id).info.experiment_id
             logged = self.client.create_logged_model(experiment_id=experiment_id, name=name,
                                                      source_run_id=self.run_id)
             requirements = [f"torch=={torch.__version__.split('+')[0]}", f"monai=={monai.__version__}"]
-            with _process_tracking_uri(self.tracking_uri):
-                info = mlflow.pytorch.log_model(model, name=name, input_example=input_example,
-                                                pip_requirements=requirements, model_id=logged.model_id,
-                                                run_id=self.run_id)
-            return str(info.model_uri)
+            with tempfile.TemporaryDirectory() as tmp:
+                local = Path(tmp) / name
+                mlflow.pytorch.save_model(model, str(local), input_example=input_example,
+                                          pip_requirements=requirements)
+                self.client.log_model_artifacts(logged.model_id, str(local))
+            self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+            return f"models:/{logged.model_id}"
         except Exception as exc:  # noqa: BLE001 - tracking must never stop training
             self._warn(exc, "log_model")
             return None
@@ -284,7 +287,7 @@ def evaluation_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     for entry in summary.get("classes", {}).values():
         for name, stats in entry["metrics"].items():
             if stats["mean"] is not None:
-                metrics[f"eval_{name}_{_safe_name(entry['name'])}"] = float(stats["mean"])
+                metrics[f"eval_{name}_{metric_safe_name(entry['name'])}"] = float(stats["mean"])
     for name, value in summary.get("mean_foreground", {}).items():
         if value is not None:
             metrics[f"eval_mean_{name}"] = float(value)
@@ -293,7 +296,7 @@ def evaluation_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
                  "dice": entry["lesion_dice"], "hd95": entry["lesion_hd95"]}
         for name, value in stats.items():
             if value is not None:
-                metrics[f"eval_lesion_{name}_{_safe_name(entry['name'])}"] = float(value)
+                metrics[f"eval_lesion_{name}_{metric_safe_name(entry['name'])}"] = float(value)
     return metrics
 
 
@@ -312,7 +315,7 @@ def log_evaluation(summary: Mapping[str, Any], outputs: Mapping[str, str | Path]
     Returns:
         The run id.
     """
-    client = _client(tracking_uri)
+    client = tracking_client(tracking_uri)
     if run_id is not None:
         _log_evaluation_to_run(client, run_id, summary, outputs)
         return run_id
@@ -347,24 +350,5 @@ def _log_evaluation_to_run(client: Any, run_id: str, summary: Mapping[str, Any],
         client.log_artifact(run_id, str(path), EVAL_ARTIFACT_DIR)
 
 
-@contextlib.contextmanager
-def _process_tracking_uri(uri: str) -> Iterator[None]:
-    """Set MLflow's process-wide tracking URI for a block; restore it and ``$MLFLOW_TRACKING_URI`` after."""
-    import mlflow
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    saved_uri = tracking_utils._tracking_uri
-    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(saved_uri)
-        if saved_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved_env
-
-
-def _safe_name(name: str) -> str:
+def metric_safe_name(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_\-. /]", "_", str(name))

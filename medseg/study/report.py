@@ -48,9 +48,9 @@ ROW_FIELDS: tuple[str, ...] = ("loss", "seed", "class", *ROW_METRICS, "mlflow_ru
 
 def write_study(cfg: Any, state: dict[str, Any], runs: Sequence[Any], elapsed_s: float) -> dict[str, Any]:
     """Collect every run from MLflow and write ``study.csv``, ``study.json``, ``report.html`` into ``cfg.out``."""
-    from medseg.handlers.tracking import _client
+    from medseg.handlers.tracking import tracking_client
 
-    client = _client(state["tracking_uri"])
+    client = tracking_client(state["tracking_uri"])
     rows: list[dict[str, Any]] = []
     cases: list[dict[str, Any]] = []
     lesions: list[dict[str, Any]] = []
@@ -102,14 +102,14 @@ def write_study(cfg: Any, state: dict[str, Any], runs: Sequence[Any], elapsed_s:
 
 def study_rows(client: Any, run_id: str, loss: str, seed: int, classes: Sequence[str]) -> list[dict[str, Any]]:
     """study.csv rows of one run, read from its MLflow run (``None`` where the run has no value)."""
-    from medseg.handlers.tracking import _safe_name
+    from medseg.handlers.tracking import metric_safe_name
 
     metrics = client.get_run(run_id).data.metrics
     rows = []
     for name in classes:
         row: dict[str, Any] = {"loss": loss, "seed": seed, "class": name}
         for column, key in ROW_METRICS.items():
-            row[column] = metrics.get(key.format(c=_safe_name(name)))
+            row[column] = metrics.get(key.format(c=metric_safe_name(name)))
         row["mlflow_run_id"] = run_id
         rows.append(row)
     return rows

@@ -226,7 +226,7 @@ def run_study(cfg: StudyConfig, max_runs: int | None = None,
 # -- one run -------------------------------------------------------------------------------------
 def _train_and_evaluate(cfg: StudyConfig, state: dict[str, Any], loss: str, seed: int, run_dir: Path) -> None:
     from medseg.evaluation.evaluate import evaluate_folders
-    from medseg.handlers.tracking import _client
+    from medseg.handlers.tracking import tracking_client
     from medseg.inference.predict import predict
     from medseg.training.train import TrainConfig, train
 
@@ -239,7 +239,7 @@ def _train_and_evaluate(cfg: StudyConfig, state: dict[str, Any], loss: str, seed
     resume = checkpoint_dir(run_dir).is_dir() and any(checkpoint_dir(run_dir).glob("*.pt"))
     if not resume and (run_dir / MLFLOW_RUN_FILE).is_file():  # killed before its first checkpoint
         stale = json.loads((run_dir / MLFLOW_RUN_FILE).read_text(encoding="utf-8"))["run_id"]
-        _client(state["tracking_uri"]).set_terminated(stale, "KILLED")
+        tracking_client(state["tracking_uri"]).set_terminated(stale, "KILLED")
     logger.info("study %s: %s seed %d (%s)", cfg.name, loss, seed, "resuming" if resume else "training")
     result = train(tcfg, resume=resume)
     root = Path(cfg.data)
@@ -250,7 +250,7 @@ def _train_and_evaluate(cfg: StudyConfig, state: dict[str, Any], loss: str, seed
                                run_id=result.mlflow_run_id, progress=False)
     if "mlflow_error" in summary:
         raise RuntimeError(f"evaluation of {run_dir} did not reach MLflow: {summary['mlflow_error']}")
-    _log_small_lesion_recall(_client(state["tracking_uri"]), result.mlflow_run_id, summary, cfg.small_lesion_mm3)
+    _log_small_lesion_recall(tracking_client(state["tracking_uri"]), result.mlflow_run_id, summary, cfg.small_lesion_mm3)
     classes = [entry["name"] for entry in summary["classes"].values()]
     atomic_write_text(run_dir / ROW_FILE, json.dumps({"loss": loss, "seed": seed, "mlflow_run_id": result.mlflow_run_id,
                                                       "classes": classes}) + "\n")
@@ -260,7 +260,7 @@ def _log_small_lesion_recall(client: Any, run_id: str, summary: Mapping[str, Any
     """``eval_lesion_small_recall_<class>``: detected / reference lesions in the size bins below ``small_mm3``."""
     from mlflow.entities import Metric
 
-    from medseg.handlers.tracking import _safe_name
+    from medseg.handlers.tracking import metric_safe_name
 
     now = int(time.time() * 1000)
     metrics = []
@@ -269,7 +269,7 @@ def _log_small_lesion_recall(client: Any, run_id: str, summary: Mapping[str, Any
         lesions = sum(b["lesions"] for b in small)
         if lesions:
             value = sum(b["detected"] for b in small) / lesions
-            metrics.append(Metric(f"eval_lesion_small_recall_{_safe_name(entry['name'])}", value, now, 0))
+            metrics.append(Metric(f"eval_lesion_small_recall_{metric_safe_name(entry['name'])}", value, now, 0))
     if metrics:
         client.log_batch(run_id, metrics=metrics)
 
