@@ -110,7 +110,7 @@ def check_ensemble(models: Sequence[LoadedModel], names: Sequence[str]) -> None:
 
 
 def find_inputs(path: str | Path, num_channels: int = 1) -> list[tuple[str, Any]]:
-    """Cases of ``--input``: ``(case_id, file | [file per channel] | DICOM folder)``."""
+    """NIfTI cases of ``--input``: ``(case_id, file | [file per channel])`` (DICOM: :mod:`medseg.inference.dicom_cases`)."""
     p = Path(path)
     if p.is_file():
         if not p.name.endswith(NIFTI_SUFFIXES):
@@ -119,10 +119,6 @@ def find_inputs(path: str | Path, num_channels: int = 1) -> list[tuple[str, Any]
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(NIFTI_SUFFIXES))
         if not files:
-            from medseg.io.dicom import dicom_series_ids
-
-            if dicom_series_ids(p):  # a DICOM series folder is one case
-                return [(p.name, p)]
             raise InputError(f"--input {p}: folder holds no .nii/.nii.gz files and no DICOM series")
         seen: dict[str, Path] = {}
         for f in files:  # a.nii and a.nii.gz would both write a.nii.gz
@@ -250,17 +246,22 @@ def _reference(image: Any) -> Path:
 def predict(model: str | Path | Sequence[str | Path], inputs: str | Path, output_dir: str | Path,
             device: str = "auto", amp: bool = False, overlap: float = 0.5, sw_batch_size: int = 4, tta: bool = False,
             postprocess: bool = True, save_probabilities: bool = False, stitch_on_cpu: bool = False,
-            loaded: Sequence[LoadedModel] | None = None) -> list[Path]:
+            loaded: Sequence[LoadedModel] | None = None, output_format: str = "nifti",
+            series_uids: Sequence[str] | None = None, label_codes: Any = None) -> list[Path]:
     """Predict every case of ``inputs`` into ``output_dir`` (``<case_id>.nii.gz`` each).
 
     ``model`` is one run directory / checkpoint or several (an ensemble: their probabilities are
     averaged). ``inputs`` is a NIfTI file, a folder of them (4D files, or nnU-Net ``CASE_XXXX``
-    channel files grouped per case), or a folder holding one DICOM series. With
+    channel files grouped per case), or DICOM: a folder at any depth (a series, a study, a PACS
+    export) or a multi-frame file, each qualifying series one case, ``series_uids`` to choose
+    (:mod:`medseg.inference.dicom_cases`). ``output_format``: ``nifti``, ``dicom-seg`` (DICOM
+    input: ``<case_id>.seg.dcm``, segment codes from ``label_codes``) or ``both``. With
     ``save_probabilities`` the averaged probabilities go to ``probabilities/<case_id>.nii.gz``
     (float32, channels last, on the input's grid), ready to be averaged with other machines' later.
     """
     from tqdm import tqdm
 
+    from medseg.inference import dicom_cases as dc
     from medseg.inference.postprocess import apply_postprocessing, load_postprocessing
     from medseg.plan.network import resolve_device
 
@@ -274,29 +275,42 @@ def predict(model: str | Path | Sequence[str | Path], inputs: str | Path, output
     check_ensemble(members, names)
     plan = members[0].plan
     rules = load_postprocessing(members[0].run_dir) if postprocess and members[0].run_dir else None
-    cases = find_inputs(inputs, plan.in_channels)
+    dc.check_output_format(output_format)
+    dicom = dc.find_dicom_inputs(inputs, series_uids, plan.in_channels)
+    if dicom is None and dc.writes_seg(output_format):
+        raise InputError(f"--output-format {output_format}: DICOM SEG is written for DICOM input only; "
+                         f"{inputs} is NIfTI (use --output-format nifti)")
+    cases = dicom.cases if dicom else find_inputs(inputs, plan.in_channels)
+    segments = dc.seg_segments(plan, label_codes, members[0].config) if dicom and dc.writes_seg(output_format) else []
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--output {out}: exists and is not a folder")
-    written = []
+    written, per_series = [], {}
     for cid, source in tqdm(cases, desc="predict", unit="case", disable=len(cases) < 2):
         with tempfile.TemporaryDirectory() as tmp:
             image = source
-            if isinstance(source, Path) and source.is_dir():  # DICOM series: converted once
-                from medseg.io.dicom import dicom_series_to_nifti
+            if dicom:  # a checked series: converted once, on its own grid
+                from medseg.io.dicom_volume import write_series_nifti
 
-                image = dicom_series_to_nifti(source, Path(tmp) / f"{source.name}.nii.gz")
+                image = write_series_nifti(source, Path(tmp) / "series.nii.gz")
             probs = ensemble_probabilities(members, image, dev, amp, overlap, sw_batch_size, tta, stitch_on_cpu)
             mask = probabilities_to_labels(probs, plan)
             if rules:
                 mask = apply_postprocessing(mask, rules, plan,
                                             spacing_from_affine(nib.load(str(_reference(image))).affine))
-            target = out / f"{cid}.nii.gz"
-            _write_nifti(mask, _reference(image), target, np.uint8)
+            files = [out / f"{cid}.nii.gz"] if dc.writes_nifti(output_format) else []
+            for target in files:
+                _write_nifti(mask, _reference(image), target, np.uint8)
+            if dicom and dc.writes_seg(output_format):
+                files.append(dc.write_seg(mask, source, segments, out / f"{cid}.seg.dcm", names))
             if save_probabilities:
                 _write_nifti(np.moveaxis(np.asarray(probs), 0, -1), _reference(image),
                              out / "probabilities" / f"{cid}.nii.gz", np.float32)
-        written.append(target)
+        written += files
+        if dicom:
+            per_series[source.uid] = files
+    if dicom:
+        dc.write_series_csv(out, dicom, per_series)
     if rules and written:
         atomic_write_text(out / POSTPROCESSING_FILE, json.dumps(rules, indent=2) + "\n")
     return written

@@ -123,3 +123,20 @@ def affine_of(rot: np.ndarray, spacing: tuple[float, float, float], origin: tupl
     a[:3, :3] = rot @ np.diag(spacing)
     a[:3, 3] = origin
     return a
+
+
+def assert_same_in_patient_space(a: np.ndarray, affine_a: np.ndarray, b: np.ndarray, affine_b: np.ndarray,
+                                 atol: float = 1e-4) -> None:
+    """``a`` and ``b`` hold the same voxels at the same patient positions, whatever their axis order and flips.
+
+    ``a`` is permuted/flipped onto ``b``'s voxel axes (nibabel's orientation tools); then the affines must
+    agree within ``atol`` mm and the arrays exactly.
+    """
+    import nibabel as nib
+
+    transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine_a),
+                                                nib.orientations.io_orientation(affine_b))
+    moved = nib.orientations.apply_orientation(a, transform)
+    moved_affine = np.asarray(affine_a) @ nib.orientations.inv_ornt_aff(transform, a.shape)
+    np.testing.assert_allclose(moved_affine, affine_b, atol=atol)
+    np.testing.assert_array_equal(moved, b)
