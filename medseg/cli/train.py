@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from medseg.errors import InputError
 
@@ -29,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--fold", type=int, default=0, help="validation fold of --folds (default 0)")
     parser.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default 2e-3)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="AdamW learning rate (default 2e-3; 5e-4 with --init, measured by benchmarks/bench_finetune.py)")
     parser.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (default 1)")
     plan = parser.add_argument_group("plan overrides", "planned from the dataset (medseg plan) unless given")
     plan.add_argument("--pixdim", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
@@ -49,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nproc", type=int, default=1, help="training processes via torch.distributed: NCCL, one "
                         "GPU each, on CUDA; Gloo on CPU (default 1)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    parser.add_argument("--init", default=None, metavar="SOURCE",
+                        help="start from trained weights: a medseg run directory, a MONAI bundle directory or a "
+                        "checkpoint file; the network, spacing, normalisation and patch come from it (see README)")
+    parser.add_argument("--freeze-encoder-epochs", type=int, default=0, metavar="N",
+                        help="with --init: train only the decoder and the head for the first N epochs (default 0)")
     parser.add_argument("--no-check", action="store_true", help="skip the dataset integrity check")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -63,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--loss-args: not valid JSON ({exc.msg} at position {exc.pos})") from None
     if not isinstance(loss_args, dict):
         raise InputError(f"--loss-args: expected a JSON object, got {args.loss_args!r}")
+    if args.resume and args.init:
+        raise InputError("--init starts a new run; --resume continues one with the weights in its checkpoints")
     if args.resume:
         cfg = load_run_config(args.out)
         cfg.out = args.out  # a moved or copied run resumes where it now is
@@ -77,12 +86,36 @@ def run(args: argparse.Namespace) -> int:
             data=args.data, out=args.out, epochs=40 if args.epochs is None else args.epochs, loss=args.loss,
             loss_args=loss_args, device=args.device, amp=args.amp, tracking_uri=args.tracking_uri,
             experiment=args.experiment, run_name=args.run_name, seed=args.seed, fold=args.fold, folds=args.folds,
-            lr=args.lr, val_interval=args.val_interval, cache_rate=args.cache_rate, num_workers=args.num_workers,
+            lr=_learning_rate(args), val_interval=args.val_interval, cache_rate=args.cache_rate, num_workers=args.num_workers,
             check_data=not args.no_check, progress=not args.no_progress, pixdim=opt(args.pixdim),
             patch_size=opt(args.patch_size), batch_size=args.batch_size, samples_per_case=args.samples_per_case,
             net=args.net, channels=opt(args.channels), strides=opt(args.strides),
-            deep_supervision=args.deep_supervision)
+            deep_supervision=args.deep_supervision, init=args.init,
+            freeze_encoder_epochs=args.freeze_encoder_epochs)
     result = launch(cfg, nproc=args.nproc, resume=args.resume)
     print(f"best validation mean Dice {result.best_metric:.4f}: {result.best_checkpoint}")
     print(f"MLflow run {result.mlflow_run_id} in {result.tracking_uri}")
+    if cfg.init and not args.resume:
+        _print_init(result.run_dir)
     return 0
+
+
+def _learning_rate(args: argparse.Namespace) -> float:
+    from medseg.training.config import FINETUNE_LR, TrainConfig
+
+    if args.lr is not None:
+        return float(args.lr)
+    return FINETUNE_LR if args.init else TrainConfig.lr
+
+
+def _print_init(run_dir: Path) -> None:
+    from medseg.utils.rundir import INIT_FILE
+
+    path = run_dir / INIT_FILE
+    if path.is_file():
+        report = json.loads(path.read_text(encoding="utf-8"))
+        labels = report["labels"]
+        print(f"initialised from {report['source']['source']} (sha256 {report['source']['sha256'][:12]}): "
+              f"{len(report['loaded'])} tensors loaded, {len(report['reinitialised'])} re-initialised, "
+              f"{len(report['skipped'])} skipped; labels matched {sorted(labels['matched'])}, new {labels['new']}, "
+              f"dropped {labels['dropped']}: {path}")

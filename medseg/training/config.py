@@ -16,12 +16,14 @@ from medseg.errors import InputError
 from medseg.plan.planner import Plan
 from medseg.utils.rundir import CONFIG_FILE
 
-__all__ = ["TrainConfig", "TrainResult", "load_run_config", "OVERRIDES"]
+__all__ = ["TrainConfig", "TrainResult", "load_run_config", "OVERRIDES", "FINETUNE_LR"]
 
 # TrainConfig field -> plan field it overrides
 OVERRIDES = {"pixdim": "spacing", "patch_size": "patch_size", "batch_size": "batch_size",
              "samples_per_case": "samples_per_case", "net": "net", "channels": "filters", "strides": "strides",
              "deep_supervision": "deep_supervision", "num_res_units": "num_res_units"}
+# default --lr of a run started from trained weights (--init); measured by benchmarks/bench_finetune.py
+FINETUNE_LR = 5e-4
 
 
 @dataclass
@@ -32,6 +34,8 @@ class TrainConfig:
     overrides its planned value. ``plan`` holds the resolved plan once the run has started.
     ``split_seed`` seeds the fold split (``None``: ``seed``), so runs that differ only in ``seed``
     share one split; ``tags`` are added to the MLflow run (``mlflow.parentRunId`` nests it under a parent).
+    ``init`` starts from trained weights (a run, bundle or checkpoint: :mod:`medseg.training.init`), whose
+    encoder stays frozen for the first ``freeze_encoder_epochs`` epochs.
     """
 
     data: str
@@ -67,6 +71,8 @@ class TrainConfig:
     plan_sources: dict[str, str] | None = None
     split_seed: int | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    init: str | None = None
+    freeze_encoder_epochs: int = 0
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -83,6 +89,9 @@ class TrainConfig:
             factor = 2 ** len(self.strides)
             if any(p % factor for p in self.patch_size):
                 raise InputError(f"--patch-size {list(self.patch_size)}: each side must be divisible by {factor}")
+        if self.freeze_encoder_epochs and (self.init is None or not 0 < self.freeze_encoder_epochs <= self.epochs):
+            raise InputError(f"--freeze-encoder-epochs {self.freeze_encoder_epochs}: needs --init and a value in "
+                             f"[0, --epochs={self.epochs}]")
         if not 0.0 <= self.cache_rate <= 1.0:
             raise InputError(f"--cache-rate must be in [0, 1], got {self.cache_rate}")
 

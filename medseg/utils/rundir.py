@@ -10,6 +10,7 @@ Layout::
     RUN_DIR/metrics.jsonl               one line per epoch: {"epoch": N, "metrics": {...}}
     RUN_DIR/mlflow_run.json             the MLflow run this directory belongs to
     RUN_DIR/postprocessing.json         post-processing decided from validation (``medseg crossval``)
+    RUN_DIR/init.json                   what ``--init`` loaded: tensors loaded, re-initialised, skipped
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CONFIG_FILE", "PLANS_FILE", "DATALIST_FILE", "CHECKPOINT_DIR", "BEST_CHECKPOINT", "JOURNAL_FILE",
-           "MLFLOW_RUN_FILE", "RESULT_FILE", "POSTPROCESSING_FILE", "KEY_METRIC", "VAL_PREFIX", "VAL_KEY_METRIC",
+           "MLFLOW_RUN_FILE", "RESULT_FILE", "POSTPROCESSING_FILE", "INIT_FILE", "KEY_METRIC", "VAL_PREFIX", "VAL_KEY_METRIC",
            "read_journal", "best_record", "checkpoint_dir", "best_checkpoint"]
 
 CONFIG_FILE = "config.json"
@@ -31,6 +32,7 @@ JOURNAL_FILE = "metrics.jsonl"
 MLFLOW_RUN_FILE = "mlflow_run.json"
 RESULT_FILE = "train_result.json"
 POSTPROCESSING_FILE = "postprocessing.json"
+INIT_FILE = "init.json"
 
 KEY_METRIC = "mean_dice"  # the evaluator's key metric: mean foreground Dice
 VAL_PREFIX = "val_"  # validation metrics in the journal and in MLflow
