@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from medseg import __version__
@@ -18,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "synth": "medseg.cli.synth",
     "check": "medseg.cli.check",
     "plan": "medseg.cli.plan",
+    "preprocess": "medseg.cli.preprocess",
     "train": "medseg.cli.train",
     "predict": "medseg.cli.predict",
     "evaluate": "medseg.cli.evaluate",
@@ -57,8 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "PIL"):
+    for noisy in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "PIL", "numexpr"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # MONAI's LoadImage builds a pydicom reader whenever pydicom is installed (the dicom extra) and says, twice,
+    # that NVIDIA's nvImageCodec is absent: nothing a user can act on (medseg reads DICOM with highdicom)
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
     try:
         return int(args._run(args) or 0)
     except InputError as exc:

@@ -179,7 +179,7 @@ def discover_series(root: str | Path) -> list[DicomSeries]:
         reason, ordered, spacing = check_series(series.modality, series.slices)
         out.append(replace(series, slices=ordered, reason=reason, slice_spacing=spacing))
     out.sort(key=lambda s: (s.study_uid, s.number if s.number is not None else -1, s.uid))
-    logger.info("%s: %d DICOM series, %d qualify", base, len(out), sum(s.qualifies for s in out))
+    logger.debug("%s: %d DICOM series, %d qualify", base, len(out), sum(s.qualifies for s in out))
     return out
 
 
