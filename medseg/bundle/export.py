@@ -25,9 +25,9 @@ import torch
 from medseg.bundle.large_files import write_large_files
 from medseg.bundle.template import BundleParams, write_bundle
 from medseg.errors import InputError
-from medseg.utils.rundir import CONFIG_FILE, DATALIST_FILE, PLANS_FILE, VAL_PREFIX, best_record
+from medseg.utils.rundir import CONFIG_FILE, DATALIST_FILE, INIT_FILE, PLANS_FILE, VAL_PREFIX, best_record
 
-__all__ = ["export_run", "params_from_run", "find_report", "report_metrics", "portable"]
+__all__ = ["export_run", "params_from_run", "find_report", "report_metrics", "portable", "run_parent"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,15 @@ def _validation_metrics(run_dir: Path) -> dict[str, float | None]:
     return {k: v for k, v in best["metrics"].items() if k.startswith(VAL_PREFIX)} if best else {}
 
 
+def run_parent(run_dir: Path) -> dict[str, str] | None:
+    """The weights a run started from (``medseg train --init``): name, kind and SHA-256 from ``init.json``."""
+    path = Path(run_dir) / INIT_FILE
+    if not path.is_file():
+        return None
+    source = json.loads(path.read_text(encoding="utf-8"))["source"]
+    return {"name": str(source["name"]), "kind": str(source["kind"]), "sha256": str(source["sha256"])}
+
+
 def params_from_run(run_dir: Path, payload: dict[str, Any], name: str,
                     metrics: dict[str, float | None]) -> BundleParams:
     """Bundle parameters equal to the run's resolved training config."""
@@ -71,8 +80,11 @@ def params_from_run(run_dir: Path, payload: dict[str, Any], name: str,
     cfg = payload["config"]
     plan = plan_of_config(cfg)
     net = plan.network
+    parent = run_parent(run_dir)
+    origin = f"; fine-tuned from {parent['kind']} {parent['name']} (sha256 {parent['sha256']})" if parent else ""
     return BundleParams(
-        name=name, changelog={"0.1.0": f"exported from medseg run {run_dir.name} (epoch {payload.get('epoch')})"},
+        name=name, parent=parent,
+        changelog={"0.1.0": f"exported from medseg run {run_dir.name} (epoch {payload.get('epoch')}){origin}"},
         labels=dict(plan.label_spec.names), modality=plan.channel_names[0], plan=plan.to_dict(),
         channels=tuple(net.filters), strides=tuple(max(s) for s in net.strides[1:]), num_res_units=net.num_res_units,
         pixdim=tuple(plan.spacing), patch_size=tuple(plan.patch_size),
@@ -118,7 +130,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, report: str | Path | No
         write_bundle(tmp, params, provenance)
         torch.save(payload["model"], tmp / "models" / "model.pt")
         anchors = _anchors(run, payload["config"])
-        copies = [(run / f, f) for f in (CONFIG_FILE, DATALIST_FILE, PLANS_FILE)]
+        copies = [(run / f, f) for f in (CONFIG_FILE, DATALIST_FILE, PLANS_FILE, INIT_FILE)]
         copies += [(summary_path, "evaluation_summary.json")] if summary_path is not None else []
         for src, name in copies:
             if src.is_file():

@@ -43,6 +43,7 @@ class BundleParams:
     seed: int = TrainConfig.seed
     overlap: float = 0.5
     eval_metrics: dict[str, float | None] = field(default_factory=dict)
+    parent: dict[str, str] | None = None  # a fine-tuned run's --init source: name, kind, sha256 (metadata "parent")
     description: str = ("3D residual U-Net (MONAI) segmenting an organ and its lesions in CT volumes, trained "
                         "with medseg's imbalance-aware losses.")
     data_source: str = "Synthetic CT-like volumes from `medseg synth` (MSD layout); any MSD / nnU-Net v2 dataset"

@@ -257,6 +257,7 @@ def _metadata(p: BundleParams) -> dict[str, Any]:
         "label_classes": "single channel label map: " + ", ".join(f"{k} = {v}" for k, v in names.items()),
         "pred_classes": f"{p.num_classes} channels of logits: " + ", ".join(f"{k} = {v}" for k, v in names.items()),
         "eval_metrics": dict(p.eval_metrics),
+        **({"parent": dict(p.parent)} if p.parent else {}),
         "intended_use": "Research only; not for clinical use.",
         "references": ["Kerfoot et al., Left-Ventricle Quantification Using Residual U-Net, STACOM 2018 "
                        "(MONAI's residual UNet)"],
