@@ -46,8 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="isotropic stride per down-sampling level (default: per-axis strides from the plan)")
     plan.add_argument("--deep-supervision", action=argparse.BooleanOptionalAction, default=None,
                       help="deep-supervision heads (dynunet)")
-    parser.add_argument("--cache-rate", type=float, default=1.0, help="fraction of cases cached in memory")
-    parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--cache", choices=("store", "ram"), default="store",
+                        help="store: pre-process once to an on-disk store and read patches (default); "
+                        "ram: whole volumes cached in memory (refused if they do not fit)")
+    parser.add_argument("--store", default=None, metavar="DIR",
+                        help="root of the preprocessed stores (default DATA/.medseg_store)")
+    parser.add_argument("--cache-rate", type=float, default=1.0, help="with --cache ram: fraction of cases cached")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="data-loader worker processes per training process (default: CPUs per process - 1)")
+    parser.add_argument("--iterations-per-epoch", type=int, default=None, metavar="N",
+                        help="batches per epoch (default: one pass over the training cases)")
     parser.add_argument("--nproc", type=int, default=1, help="training processes via torch.distributed: NCCL, one "
                         "GPU each, on CUDA; Gloo on CPU (default 1)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
@@ -87,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             loss_args=loss_args, device=args.device, amp=args.amp, tracking_uri=args.tracking_uri,
             experiment=args.experiment, run_name=args.run_name, seed=args.seed, fold=args.fold, folds=args.folds,
             lr=_learning_rate(args), val_interval=args.val_interval, cache_rate=args.cache_rate, num_workers=args.num_workers,
+            cache=args.cache, store=args.store, iterations_per_epoch=args.iterations_per_epoch,
             check_data=not args.no_check, progress=not args.no_progress, pixdim=opt(args.pixdim),
             patch_size=opt(args.patch_size), batch_size=args.batch_size, samples_per_case=args.samples_per_case,
             net=args.net, channels=opt(args.channels), strides=opt(args.strides),

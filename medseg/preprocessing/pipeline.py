@@ -29,7 +29,7 @@ from medseg.plan.planner import ChannelNorm, NetworkPlan, Plan
 from medseg.preprocessing.augment import augmentation, read_size
 from medseg.transforms.intensity import NormalizeChannelsd
 
-__all__ = ["preprocessing", "train_transforms", "val_transforms", "inference_transforms", "nonzero",
+__all__ = ["preprocessing", "train_transforms", "patch_transforms", "val_transforms", "stored_val_transforms", "inference_transforms", "nonzero",
            "PipelineConfig", "as_plan"]
 
 
@@ -130,7 +130,6 @@ def train_transforms(cfg: Plan | PipelineConfig, distance_map_key: str | None = 
     plan = as_plan(cfg)
     distance_map_key = distance_map_key or getattr(cfg, "distance_map_key", None)
     spatial = ["image", "label"] + ([distance_map_key] if distance_map_key else [])
-    interp = ["bilinear", "nearest"] + (["bilinear"] if distance_map_key else [])
     return mt.Compose([
         *preprocessing(plan),
         mt.SpatialPadd(keys=["image", "label"], spatial_size=read_size(plan)),
@@ -140,10 +139,28 @@ def train_transforms(cfg: Plan | PipelineConfig, distance_map_key: str | None = 
         mt.RandCropByLabelClassesd(keys=spatial, label_key="label", spatial_size=read_size(plan),
                                    ratios=list(plan.class_ratios), num_classes=len(plan.class_ratios),
                                    indices_key="label_cls_indices", num_samples=plan.samples_per_case, warn=False),
+        *patch_transforms(plan, distance_map_key).transforms,
+    ])
+
+
+def patch_transforms(cfg: Plan | PipelineConfig, distance_map_key: str | None = None) -> mt.Compose:
+    """What follows patch sampling, from the in-memory volume or the store: augmentation, regions, plain tensors.
+
+    Input: ``{"image": (C, *read_size), "label": (1, *read_size)}`` (+ the distance map); output at ``patch_size``.
+    """
+    plan = as_plan(cfg)
+    spatial = ["image", "label"] + ([distance_map_key] if distance_map_key else [])
+    interp = ["bilinear", "nearest"] + (["bilinear"] if distance_map_key else [])
+    return mt.Compose([
         *augmentation(plan, spatial, interp),
         *_regions(plan),
         mt.EnsureTyped(keys=spatial, track_meta=False),
     ])
+
+
+def stored_val_transforms(cfg: Plan | PipelineConfig) -> mt.Compose:
+    """What validation applies to a volume read from the store (already pre-processed): region channels."""
+    return mt.Compose(_regions(as_plan(cfg)))
 
 
 def val_transforms(cfg: Plan | PipelineConfig) -> mt.Compose:

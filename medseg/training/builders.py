@@ -63,28 +63,14 @@ def run_device(cfg: TrainConfig) -> tuple[torch.device, bool]:
 
 
 def build_data(cfg: TrainConfig, plan: Plan, dataset: Dataset, distance_map_key: str | None) -> RunData:
-    """The fold split and cached loaders (sharded across ranks in a multi-process run)."""
-    from monai.data import CacheDataset, DataLoader
-    from monai.data import Dataset as PlainDataset
-
-    from medseg.preprocessing.pipeline import train_transforms, val_transforms
+    """The fold split and its loaders: patches from the preprocessed store, or a RAM cache
+    (:mod:`medseg.training.loaders`); sharded across ranks in a multi-process run."""
+    from medseg.training.loaders import make_datasets, make_loaders
 
     train_files, val_files = split_train_val(dataset.training, fold=cfg.fold, folds=cfg.folds,
                                             seed=cfg.seed if cfg.split_seed is None else cfg.split_seed)
-
-    def make(files: list[dict[str, Any]], transform: Any) -> Any:
-        if cfg.cache_rate > 0:
-            return CacheDataset(files, transform, cache_rate=cfg.cache_rate, num_workers=2,
-                                progress=cfg.progress and dist.is_main())
-        return PlainDataset(files, transform)
-
-    train_ds = make(train_files, train_transforms(plan, distance_map_key))
-    val_ds = make(val_files, val_transforms(plan))
-    train_sampler, val_sampler = dist.samplers(train_ds, val_ds)
-    train_loader = DataLoader(train_ds, batch_size=plan.batch_size, shuffle=train_sampler is None,
-                              sampler=train_sampler, num_workers=cfg.num_workers,
-                              persistent_workers=cfg.num_workers > 0)
-    val_loader = DataLoader(val_ds, batch_size=1, sampler=val_sampler, num_workers=cfg.num_workers)
+    train_ds, val_ds = make_datasets(cfg, plan, dataset, train_files, val_files, distance_map_key)
+    train_loader, val_loader = make_loaders(cfg, plan, train_ds, val_ds)
     return RunData(train_files, val_files, train_loader, val_loader)
 
 
@@ -206,6 +192,9 @@ def attach_epoch_handlers(cfg: TrainConfig, plan: Plan, trainer: Any, evaluator:
     if schedule is not None:
         schedule.attach(trainer)
 
+    from medseg.handlers.data_wait import DataWaitTimer
+
+    data_wait = DataWaitTimer().attach(trainer)
     losses: list[float] = []
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda _: losses.clear())
     trainer.add_event_handler(Events.ITERATION_COMPLETED,
@@ -213,7 +202,7 @@ def attach_epoch_handlers(cfg: TrainConfig, plan: Plan, trainer: Any, evaluator:
 
     def epoch_done(engine: Any) -> None:
         record = {"train_loss": dist.reduce_mean(sum(losses) / max(len(losses), 1)),
-                  "lr": optimizer.param_groups[0]["lr"]}
+                  "lr": optimizer.param_groups[0]["lr"], "data_wait_fraction": dist.reduce_mean(data_wait.fraction)}
         validated = engine.state.epoch % cfg.val_interval == 0  # when ValidationHandler has run
         if validated:
             record.update({f"{VAL_PREFIX}{k}": float(v) for k, v in evaluator.state.metrics.items()

@@ -32,6 +32,9 @@ class TrainConfig:
 
     Fields defaulting to None are planned from the dataset (:mod:`medseg.plan`); a value given here
     overrides its planned value. ``plan`` holds the resolved plan once the run has started.
+    ``cache``: ``store`` (patches read from the preprocessed store under ``store``, default
+    ``DATA/.medseg_store``) or ``ram`` (whole volumes in a CacheDataset); ``num_workers`` ``None``: from
+    the CPU count; ``iterations_per_epoch`` ``None``: one item per training case.
     ``split_seed`` seeds the fold split (``None``: ``seed``), so runs that differ only in ``seed``
     share one split; ``tags`` are added to the MLflow run (``mlflow.parentRunId`` nests it under a parent).
     ``init`` starts from trained weights (a run, bundle or checkpoint: :mod:`medseg.training.init`), whose
@@ -55,7 +58,10 @@ class TrainConfig:
     weight_decay: float = 1e-5
     val_interval: int = 1
     cache_rate: float = 1.0
-    num_workers: int = 0
+    num_workers: int | None = None
+    cache: str = "store"
+    store: str | None = None
+    iterations_per_epoch: int | None = None
     check_data: bool = True
     progress: bool = True
     pixdim: tuple[float, float, float] | None = None
@@ -94,6 +100,12 @@ class TrainConfig:
                              f"[0, --epochs={self.epochs}]")
         if not 0.0 <= self.cache_rate <= 1.0:
             raise InputError(f"--cache-rate must be in [0, 1], got {self.cache_rate}")
+        if self.cache not in ("store", "ram"):
+            raise InputError(f"--cache must be store or ram, got {self.cache!r}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise InputError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if self.iterations_per_epoch is not None and self.iterations_per_epoch < 1:
+            raise InputError(f"--iterations-per-epoch must be >= 1, got {self.iterations_per_epoch}")
 
     def overrides(self) -> dict[str, Any]:
         """Explicit plan overrides, by plan field name."""

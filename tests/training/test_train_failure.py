@@ -19,7 +19,7 @@ def test_a_run_failing_inside_the_training_loop_ends_failed(tmp_path, tiny_datas
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # no cache and no check: the files are first read inside the training loop, after the run opened
     cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), tracking_uri=uri, experiment="failing",
-                      cache_rate=0.0, check_data=False, **{**TINY_TRAIN, "epochs": 1})
+                      cache="ram", cache_rate=0.0, check_data=False, **{**TINY_TRAIN, "epochs": 1})
     prepare_plan(cfg)  # planned while the files are good
     for label in sorted((data / "labelsTr").glob("*.nii.gz")):  # then unreadable when the loop reads them
         label.write_bytes(label.read_bytes()[:100])
