@@ -37,7 +37,7 @@ from medseg.plan.planner import ComputeBudget, Plan, ct_normalization, make_plan
 from medseg.training.config import TrainConfig
 from medseg.training.init_source import InitSource, read_source
 
-__all__ = ["InitSource", "read_source", "transfer_plan", "initialise", "head_prefixes", "init_tags",
+__all__ = ["InitSource", "read_source", "transfer_plan", "initialise", "head_keys", "init_tags",
            "attach_initial_validation"]
 
 logger = logging.getLogger(__name__)
@@ -87,15 +87,19 @@ def transfer_plan(source: InitSource, fingerprint: dict[str, Any], dataset: Data
     return plan, sources
 
 
-def head_prefixes(network: torch.nn.Module) -> tuple[str, ...]:
-    """State-dict prefixes of the output layers whose channels are the labels."""
+def head_keys(network: torch.nn.Module) -> set[str]:
+    """State-dict keys of the output layers whose channels are the labels (aliases included: DynUNet also
+    lists its heads under ``skip_layers``)."""
     from monai.networks.nets import DynUNet, UNet
 
     if isinstance(network, UNet):
-        return ("model.2.",)  # the top up-sampling block: transposed conv (+ residual unit) to out_channels
-    if isinstance(network, DynUNet):
-        return ("output_block.", "deep_supervision_heads.")
-    return ()
+        heads = [network.model[2]]  # the top up-sampling block: transposed conv (+ residual unit) to out_channels
+    elif isinstance(network, DynUNet):
+        heads = [network.output_block, *network.deep_supervision_heads]
+    else:
+        return set()
+    ids = {id(t) for m in heads for t in itertools.chain(m.parameters(), m.buffers())}
+    return {k for k, v in network.state_dict(keep_vars=True).items() if id(v) in ids}
 
 
 def initialise(network: torch.nn.Module, source: InitSource, plan: Plan) -> dict[str, Any]:
@@ -107,12 +111,12 @@ def initialise(network: torch.nn.Module, source: InitSource, plan: Plan) -> dict
     """
     from monai.networks.utils import copy_model_state
 
-    heads = head_prefixes(network)
-    exclude = "^(" + "|".join(re.escape(h) for h in heads) + ")" if heads else None
-    body = {k: v for k, v in source.state.items() if not (heads and k.startswith(heads))}
+    heads = head_keys(network)
+    exclude = "^(" + "|".join(re.escape(h) for h in sorted(heads)) + ")$" if heads else None
+    body = {k: v for k, v in source.state.items() if k not in heads}
     state, updated, unchanged = copy_model_state(network, body, exclude_vars=exclude, inplace=False)
     target = network.state_dict()
-    misfits = [k for k in unchanged if not (heads and k.startswith(heads))]
+    misfits = [k for k in unchanged if k not in heads]
     if misfits:
         problems = [f"{k}: ours {list(target[k].shape)}, source "
                     f"{list(source.state[k].shape) if k in source.state else 'missing'}" for k in misfits[:5]]
@@ -124,13 +128,13 @@ def initialise(network: torch.nn.Module, source: InitSource, plan: Plan) -> dict
     report["skipped"] = [{"tensor": k, "shape": list(v.shape), "reason": "not in this network"}
                          for k, v in body.items() if k not in target]
     pairs, report["labels"] = _match_labels(source, plan)
-    for key in (k for k in target if heads and k.startswith(heads)):
+    for key in (k for k in target if k in heads):
         if report["labels"]["unnamed"]:
             report["reinitialised"].append({"tensor": key, "shape": list(target[key].shape),
                                             "reason": report["labels"]["unnamed"]})
             continue
         state[key] = _head_tensor(key, target[key], source.state.get(key), pairs, report)
-    for key in (k for k in source.state if heads and k.startswith(heads) and k not in target):
+    for key in (k for k in source.state if k in heads and k not in target):
         report["skipped"].append({"tensor": key, "shape": list(source.state[key].shape), "reason": "not in this network"})
     network.load_state_dict(state)
     _log(report)
