@@ -24,6 +24,8 @@ Rules (in the spirit of nnU-Net v2's ExperimentPlanner; the thresholds are ours 
   its nonzero mask.
 - **Class sampling**: background weight 1; foreground class ``c`` gets ``1 + log10(f_max / f_c)``
   (capped at 4), ``f`` its voxel frequency, so rarer classes are centred in more patches.
+- **Augmentation**: each training transform with its probability and range, from the spacing, patch and
+  modality (:mod:`medseg.plan.augmentation`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 
 from medseg.data.datalist import Dataset, LabelSpec
 from medseg.errors import InputError
+from medseg.plan.augmentation import apply_overrides, plan_augmentation
 
 __all__ = ["ChannelNorm", "NetworkPlan", "Plan", "ComputeBudget", "make_plan", "plan_dataset", "topology",
            "PLAN_FIELDS", "plan_from_dict", "ct_normalization"]
@@ -122,6 +125,7 @@ class Plan:
     label_spec: LabelSpec
     channel_names: dict[int, str] = field(default_factory=lambda: {0: "CT"})
     budget: str = "cpu"
+    augmentation: dict[str, Any] | None = None  # medseg.plan.augmentation; None: planned when read (older plans)
 
     @property
     def in_channels(self) -> int:
@@ -151,7 +155,8 @@ class Plan:
             normalization=tuple(ChannelNorm(**n) for n in raw["normalization"]),
             class_ratios=tuple(float(r) for r in raw["class_ratios"]),
             label_spec=LabelSpec.from_dict(raw["label_spec"]),
-            channel_names={int(k): v for k, v in raw["channel_names"].items()}, budget=raw.get("budget", "cpu"))
+            channel_names={int(k): v for k, v in raw["channel_names"].items()}, budget=raw.get("budget", "cpu"),
+            augmentation=raw.get("augmentation"))
 
     def replace(self, **changes: Any) -> Plan:
         return dataclasses.replace(self, **changes)
@@ -159,7 +164,7 @@ class Plan:
 
 # user-overridable plan values (flag name -> Plan/NetworkPlan attribute)
 PLAN_FIELDS = ("spacing", "patch_size", "batch_size", "samples_per_case", "net", "filters", "strides",
-               "deep_supervision", "num_res_units")
+               "deep_supervision", "num_res_units", "augmentation")
 
 
 def _lists(x: Any) -> Any:
@@ -314,6 +319,9 @@ def make_plan(fingerprint: dict[str, Any], dataset: Dataset, budget: ComputeBudg
                 network=net, normalization=_normalization(fingerprint, dataset.channel_names),
                 class_ratios=_class_ratios(fingerprint, sorted(dataset.label_spec.label_values)),
                 label_spec=dataset.label_spec, channel_names=dict(dataset.channel_names), budget=budget.device)
+    plan = plan.replace(augmentation=apply_overrides(
+        plan_augmentation(plan.spacing, plan.patch_size, plan.channel_names, plan.normalization),
+        o.get("augmentation", {})))
     sources = {f: ("user" if f in o else "plan") for f in PLAN_FIELDS}
     return plan, sources
 

@@ -26,7 +26,7 @@ from monai import transforms as mt
 
 from medseg.data.datalist import LabelSpec
 from medseg.plan.planner import ChannelNorm, NetworkPlan, Plan
-from medseg.preprocessing.augment import augmentation, read_size
+from medseg.preprocessing.augment import augmentation, read_padding, read_size
 from medseg.transforms.intensity import NormalizeChannelsd
 
 __all__ = ["preprocessing", "train_transforms", "patch_transforms", "val_transforms", "stored_val_transforms", "inference_transforms", "nonzero",
@@ -132,6 +132,7 @@ def train_transforms(cfg: Plan | PipelineConfig, distance_map_key: str | None = 
     spatial = ["image", "label"] + ([distance_map_key] if distance_map_key else [])
     return mt.Compose([
         *preprocessing(plan),
+        *read_padding(plan),  # a centre on any voxel keeps that voxel in the augmented patch
         mt.SpatialPadd(keys=["image", "label"], spatial_size=read_size(plan)),
         *_distance_map(plan, distance_map_key),
         # voxel indices per class, computed once and cached: the random crop then only draws from them

@@ -62,7 +62,8 @@ def _plan(channels: int = 1) -> Plan:
 def _deterministic_train_part(plan: Plan) -> mt.Compose:
     steps = train_transforms(plan).transforms
     first_random = next(i for i, t in enumerate(steps) if isinstance(t, mt.Randomizable))
-    return mt.Compose(steps[:first_random])
+    # without the padding to the box the sampler reads around each patch (medseg.preprocessing.augment)
+    return mt.Compose([t for t in steps[:first_random] if not isinstance(t, (mt.BorderPadd, mt.SpatialPadd))])
 
 
 def _counts(label) -> list[int]:

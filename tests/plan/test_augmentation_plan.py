@@ -1,0 +1,72 @@
+"""The plan's augmentation section: rules from spacing, patch and modality; overrides; serialisation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from medseg.errors import InputError
+from medseg.plan.augmentation import apply_overrides, flatten, parse_overrides, plan_augmentation, read_box
+from medseg.plan.planner import ChannelNorm
+
+
+def test_isotropic_data_rotate_30_degrees_about_every_axis():
+    aug = plan_augmentation((1.0, 1.0, 1.0), (64, 64, 64), {0: "T1"})
+    assert not aug["dummy_2d"]
+    assert aug["rotation"]["range_rad"] == [[pytest.approx(-math.pi / 6), pytest.approx(math.pi / 6)]] * 3
+
+
+def test_a_flat_patch_on_anisotropic_data_is_augmented_in_2d():
+    # 96 / 24 = 4 > 3 along the coarse z axis (nnU-Net's dummy 2D)
+    aug = plan_augmentation((0.8, 0.8, 2.5), (96, 96, 24), {0: "CT"})
+    assert aug["dummy_2d"] and aug["coarse_axis"] == 2
+    assert aug["rotation"]["range_rad"][:2] == [[0.0, 0.0], [0.0, 0.0]]
+    assert aug["rotation"]["range_rad"][2][1] == pytest.approx(math.pi)
+    assert aug["scale"]["axes"] == [0, 1] == aug["low_resolution"]["axes"]
+
+
+def test_anisotropic_spacing_with_a_deep_patch_stays_3d():
+    assert not plan_augmentation((0.8, 0.8, 2.5), (64, 64, 32), {0: "CT"})["dummy_2d"]  # 64 / 32 = 2
+
+
+def test_ct_offset_and_noise_are_planned_in_hounsfield_units():
+    aug = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "CT"}, [ChannelNorm("ct", -100, 200, 100.0, 25.0)])
+    assert aug["offset"]["range"] == [-2.4, 2.4]  # 60 HU / 25 HU per unit
+    assert aug["noise"]["std_max"] == 2.0  # 50 HU / 25
+    assert aug["bias_field"]["prob"] == 0.0
+
+
+def test_mri_gets_a_bias_field_and_no_offset():
+    aug = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "T1", 1: "T2"}, [ChannelNorm("zscore")] * 2)
+    assert aug["bias_field"]["prob"] > 0 and aug["offset"]["prob"] == 0.0
+    assert aug["noise"]["std_max"] == pytest.approx(math.sqrt(0.1), abs=1e-4)
+
+
+def test_read_box_is_larger_for_rotation_and_exact_for_the_light_recipe():
+    aug = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "T1"})
+    assert all(r > 32 and (r - 32) % 2 == 0 for r in read_box(aug, (32, 32, 32)))
+    assert read_box({**aug, "recipe": "light"}, (32, 32, 32)) == (32, 32, 32)
+    assert read_box(apply_overrides(aug, {"rotation.prob": 0.0, "scale.prob": 0.0}), (32, 32, 32)) == (32, 32, 32)
+
+
+def test_overrides_apply_by_flattened_name():
+    aug = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "T1"})
+    out = apply_overrides(aug, parse_overrides(["noise.prob=0.5", "blur.sigma=[0.25, 1.5]", "recipe=light"]))
+    assert out["noise"]["prob"] == 0.5 and out["blur"]["sigma"] == [0.25, 1.5] and out["recipe"] == "light"
+    assert aug["noise"]["prob"] == 0.1  # the input is not changed
+    assert flatten(out)["noise.prob"] == 0.5
+
+
+@pytest.mark.parametrize(("items", "message"), [
+    (["noise.probability=0.5"], r"--aug noise.probability: unknown augmentation setting; known: .*noise.prob"),
+    (["noise.prob=1.5"], r"--aug noise.prob=1.5: a probability must be in \[0, 1\]"),
+    (["blur.sigma=[1.5, 0.5]"], r"--aug blur.sigma=\[1.5, 0.5\]: expected \[low, high\] with low <= high"),
+    (["recipe=heavy"], r"--aug recipe='heavy': must be one of planned, light"),
+    (["noise.prob"], r"--aug 'noise.prob': expected KEY=VALUE"),
+    (["gamma.range=0.5"], r"--aug gamma.range=0.5: expected a list of 2"),
+], ids=["unknown", "probability", "reversed range", "recipe", "no value", "not a list"])
+def test_bad_overrides_name_the_key_and_the_value(items, message):
+    aug = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "T1"})
+    with pytest.raises(InputError, match=message):
+        apply_overrides(aug, parse_overrides(items))
