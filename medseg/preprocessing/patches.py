@@ -122,8 +122,8 @@ class ClassCentreSampler(Randomizable):
 
     def centre(self, locations: Sequence[np.ndarray]) -> np.ndarray:
         weights = np.array([r if len(loc) else 0.0 for r, loc in zip(self.ratios, locations, strict=True)])
-        if weights.sum() <= 0:
-            raise InputError("a stored case has no voxel in any class with a sampling weight")
+        if weights.sum() <= 0:  # none of the weighted classes in this case: any voxel it has
+            weights = np.array([float(len(loc) > 0) for loc in locations])
         cls = int(self.R.choice(len(weights), p=weights / weights.sum()))
         return locations[cls][int(self.R.randint(len(locations[cls])))]
 
