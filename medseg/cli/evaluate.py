@@ -27,8 +27,10 @@ SIZE_BINS_MM3 = (10.0, 100.0, 1000.0, 10000.0)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Define ``medseg evaluate``'s arguments."""
-    parser.add_argument("pred_dir", metavar="PRED_DIR", help="folder of predicted label maps (*.nii.gz)")
-    parser.add_argument("gt_dir", metavar="GT_DIR", help="folder of ground-truth label maps with the same case names")
+    parser.add_argument("pred_dir", metavar="PRED_DIR", help="folder of predicted label maps (*.nii.gz) or of DICOM "
+                        "SEG files (<case>.seg.dcm), or one SEG file")
+    parser.add_argument("gt_dir", metavar="GT_DIR", help="folder of ground-truth label maps (NIfTI or DICOM SEG) with "
+                        "the same case names; a SEG must lie on the grid of its counterpart (nothing is resampled)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder for metrics.csv, summary.json, report.html")
     parser.add_argument("--labels", type=int, nargs="+", metavar="K",
                         help="foreground labels to evaluate (default: dataset.json labels, else those found)")

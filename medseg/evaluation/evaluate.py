@@ -1,6 +1,7 @@
 """Evaluate a folder of predicted label maps against a folder of ground truths.
 
-``evaluate_folders`` matches cases by id (file name without ``.nii``/``.nii.gz``), checks every
+``evaluate_folders`` matches cases by id (file name without ``.nii``/``.nii.gz``; DICOM SEG files,
+``<case>.seg.dcm``, are read on their counterpart's grid by :mod:`medseg.evaluation.seg_inputs`), checks every
 prediction's shape and affine against its ground truth before computing or writing anything,
 computes :mod:`medseg.metrics` per case and structure (in mm, from the GT header's spacing, across
 worker processes), and writes ``metrics.csv``, ``summary.json`` and a self-contained
@@ -36,6 +37,7 @@ from medseg.evaluation.pairs import (
     structures_to_score,
 )
 from medseg.evaluation.report import OverlaySpec, lesion_rows, render_report, summarise, worst_cases
+from medseg.evaluation.seg_inputs import seg_views
 from medseg.metrics import CONVENTIONS, EMPTY_POLICY, METRIC_NAMES
 from medseg.metrics.lesion import (
     BRATS_WORST_DISTANCE_MM,
@@ -76,7 +78,8 @@ def evaluate_folders(
     Steps: list and check the pairs, score the cases (in ``workers`` processes), summarise, write, log.
 
     Args:
-        pred_dir, gt_dir: folders of predicted and ground-truth label maps (``<case>.nii.gz``, integer labels).
+        pred_dir, gt_dir: folders of predicted and ground-truth label maps (``<case>.nii.gz``, integer labels),
+            or of DICOM SEG files (or one SEG file), each lying on its counterpart's voxel grid.
         out_dir: output folder (created); existing outputs are replaced atomically.
         labels: foreground labels to evaluate; ``None``: every label of ``dataset.json`` except 0,
             else every nonzero label found in the data. Not combined with ``regions``.
@@ -106,7 +109,8 @@ def evaluate_folders(
     """
     _check_arguments(hd_convention, nsd_tolerance, workers, lesion_wise, size_bins, iou_threshold)
     pred_dir, gt_dir, out_dir = Path(pred_dir), Path(gt_dir), Path(out_dir)
-    pairs = match_cases(pred_dir, gt_dir)
+    views = seg_views(pred_dir, gt_dir, load_label_spec(gt_dir, dataset))  # DICOM SEG cases as NIfTI label maps
+    pairs = match_cases(views.pred, views.gt)
     structures, names = structures_to_score(labels, regions, load_label_spec(gt_dir, dataset), gt_dir, dataset)
     if image_dir is not None and not Path(image_dir).is_dir():
         raise InputError(f"--images {image_dir}: not a directory")

@@ -23,7 +23,7 @@ from medseg.errors import InputError
 from medseg.io.dicom_checks import check_series, orientation_name
 from medseg.io.dicom_libs import quiet_dicom_libraries, require_pydicom
 
-__all__ = ["SliceHeader", "DicomSeries", "discover_series", "select_series", "series_table", "series_csv",
+__all__ = ["SliceHeader", "DicomSeries", "slice_headers", "discover_series", "select_series", "series_table", "series_csv",
            "SERIES_CSV_FIELDS"]
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def _functional_item(ds: Any, index: int, sequence: str) -> Any:
     return None
 
 
-def _slice_headers(ds: Any, path: Path) -> list[SliceHeader]:
+def slice_headers(ds: Any, path: Path) -> list[SliceHeader]:
     """One :class:`SliceHeader` per image plane of ``ds`` (the file at ``path``)."""
     common = {"path": path, "sop_instance_uid": str(ds.get("SOPInstanceUID", "")), "rows": int(ds.get("Rows", 0)),
               "columns": int(ds.get("Columns", 0)), "image_type": tuple(str(v) for v in ds.get("ImageType", ()) or ()),
@@ -173,7 +173,7 @@ def discover_series(root: str | Path) -> list[DicomSeries]:
             if ds is None:
                 continue
             series = found.setdefault(str(ds.SeriesInstanceUID), _new_series(ds))
-            series.slices.extend(_slice_headers(ds, path))
+            series.slices.extend(slice_headers(ds, path))
     out = []
     for series in found.values():
         reason, ordered, spacing = check_series(series.modality, series.slices)

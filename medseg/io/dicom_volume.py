@@ -10,6 +10,7 @@ readers is an error, not a silently flipped volume.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from medseg.io.dicom_checks import SLICE_GAP_ATOL_MM, SLICE_GAP_RTOL, slice_norm
 from medseg.io.dicom_libs import quiet_dicom_libraries, require_highdicom, require_pydicom
 from medseg.io.dicom_series import DicomSeries
 
-__all__ = ["LPS_TO_RAS", "lps_to_ras", "series_affine", "read_series_volume", "write_series_nifti"]
+__all__ = ["LPS_TO_RAS", "lps_to_ras", "plane_affine", "series_affine", "read_series_volume", "write_series_nifti"]
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _GEOMETRY_ATOL_MM = 1e-3
@@ -30,24 +31,31 @@ def lps_to_ras(affine: np.ndarray) -> np.ndarray:
     return LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
 
 
-def series_affine(series: DicomSeries) -> np.ndarray:
-    """``(4, 4)`` voxel-to-RAS affine of a qualifying series, voxel axes (column, row, slice).
+def plane_affine(orientation: Sequence[float], pixel_spacing: Sequence[float], first_position: Sequence[float],
+                 step: Sequence[float]) -> np.ndarray:
+    """``(4, 4)`` voxel-to-RAS affine of a stack of planes, voxel axes (column, row, slice).
 
-    Columns of the linear part: row direction x column spacing, column direction x row spacing, and the
-    mean step from the first to the last slice; translation: the first slice's ImagePositionPatient.
+    Columns of the linear part: row direction x column spacing, column direction x row spacing, and
+    ``step`` (LPS mm from one slice to the next); translation: the first slice's ImagePositionPatient.
+    ``pixel_spacing`` is DICOM's (between rows, between columns).
     """
+    o = np.asarray(orientation, dtype=np.float64)
+    lps = np.eye(4)
+    lps[:3, 0] = o[:3] * float(pixel_spacing[1])
+    lps[:3, 1] = o[3:6] * float(pixel_spacing[0])
+    lps[:3, 2] = step
+    lps[:3, 3] = first_position
+    return lps_to_ras(lps)
+
+
+def series_affine(series: DicomSeries) -> np.ndarray:
+    """``(4, 4)`` voxel-to-RAS affine of a qualifying series (:func:`plane_affine`), the step being the mean
+    one from the first to the last slice (as dicom2nifti)."""
     if not series.qualifies:
         raise InputError(f"series {series.uid}: {series.reason}")
     first, last = series.slices[0], series.slices[-1]
-    o = np.asarray(first.orientation, dtype=np.float64)
-    row_spacing, col_spacing = first.pixel_spacing
     step = (np.asarray(last.position) - np.asarray(first.position)) / (len(series.slices) - 1)
-    lps = np.eye(4)
-    lps[:3, 0] = o[:3] * col_spacing
-    lps[:3, 1] = o[3:] * row_spacing
-    lps[:3, 2] = step
-    lps[:3, 3] = first.position
-    return lps_to_ras(lps)
+    return plane_affine(first.orientation, first.pixel_spacing, first.position, step)
 
 
 def _highdicom_volume(series: DicomSeries) -> object:
