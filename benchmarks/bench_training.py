@@ -21,7 +21,8 @@ from medseg.data.datalist import load_dataset
 from medseg.data.synth import SynthConfig, synthesise_dataset
 from medseg.losses import create_loss
 from medseg.plan.network import build_network
-from medseg.preprocessing.pipeline import PipelineConfig, train_transforms
+from medseg.bundle.params import BundleParams
+from medseg.preprocessing.pipeline import train_transforms
 
 
 def _epochs(loader: DataLoader, epochs: int, net: torch.nn.Module, loss_fn, opt) -> tuple[int, float]:  # noqa: ANN001
@@ -45,11 +46,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         synthesise_dataset(Path(tmp), SynthConfig(train_cases=args.cases, test_cases=0, size=96, seed=0))
         files = load_dataset(tmp).training
-        pcfg = PipelineConfig()  # the demo's pipeline: 1.6x1.6x2.5 mm, 48x48x32 patches, 2 per case
+        pcfg = BundleParams().resolved_plan()  # the template bundle: 1.6x1.6x2.5 mm, 48x48x32 patches, 2 per case
         rows = {}
         for name in ("no cache (Dataset)", "CacheDataset"):
             set_determinism(0)
-            net = build_network(pcfg.num_classes)
+            net = build_network(pcfg.out_channels)
             opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
             loss_fn = create_loss("dice_ce")
             t0 = time.perf_counter()

@@ -54,26 +54,14 @@ def _common(p: BundleParams) -> dict[str, Any]:
         "num_classes": p.num_classes,
         "labels": {str(k): v for k, v in sorted(p.labels.items())},
         "patch_size": list(p.patch_size),
-        **(_planned(p.plan) if p.plan else _fixed(p)),
+        **_planned(p.resolved_plan().to_dict()),
         "network": {"_target_": "medseg.bundle.components.to_device", "module": _ref("network_def"),
                     "device": _ref("device")},
     }
 
 
-def _fixed(p: BundleParams) -> dict[str, Any]:
-    """Pre-processing and network of a bundle written without a dataset plan."""
-    return {
-        "pipeline": {"_target_": "medseg.preprocessing.pipeline.PipelineConfig", "pixdim": list(p.pixdim),
-                     "patch_size": _ref("patch_size"), "num_classes": _ref("num_classes"), "modality": p.modality,
-                     "hu_window": list(p.hu_window), "samples_per_case": p.samples_per_case},
-        "network_def": {"_target_": "medseg.plan.network.build_network", "num_classes": _ref("num_classes"),
-                        "in_channels": 1, "channels": list(p.channels), "strides": list(p.strides),
-                        "num_res_units": p.num_res_units},
-    }
-
-
 def _planned(plan: dict[str, Any]) -> dict[str, Any]:
-    """Pre-processing and network from a trained run's plan: the plan itself, read back by medseg."""
+    """Pre-processing and network from the bundle's plan (inline), read back by medseg."""
     return {
         "pipeline": {"_target_": "medseg.plan.planner.plan_from_dict", "raw": plan},
         "network_def": {"_target_": "medseg.plan.network.planned_network", "plan": _ref("pipeline")},
@@ -90,7 +78,7 @@ def _validate_section(p: BundleParams, part: str, handlers: list[dict[str, Any]]
     return {
         "datalist": {"_target_": "medseg.bundle.components.fold_datalist", "dataset_dir": _ref("dataset_dir"),
                      "part": part, "fold": _ref("fold"), "folds": _ref("folds"), "seed": _ref("seed")},
-        "preprocessing": {"_target_": "medseg.preprocessing.pipeline.val_transforms", "cfg": _ref("pipeline")},
+        "preprocessing": {"_target_": "medseg.preprocessing.pipeline.val_transforms", "plan": _ref("pipeline")},
         "dataset": {"_target_": "Dataset", "data": "@validate#datalist", "transform": "@validate#preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@validate#dataset", "batch_size": 1, "shuffle": False,
                        "num_workers": 0},
@@ -138,7 +126,7 @@ def _train(p: BundleParams) -> dict[str, Any]:
         "train": {
             "datalist": {"_target_": "medseg.bundle.components.fold_datalist", "dataset_dir": _ref("dataset_dir"),
                          "part": "training", "fold": _ref("fold"), "folds": _ref("folds"), "seed": _ref("seed")},
-            "preprocessing": {"_target_": "medseg.preprocessing.pipeline.train_transforms", "cfg": _ref("pipeline")},
+            "preprocessing": {"_target_": "medseg.preprocessing.pipeline.train_transforms", "plan": _ref("pipeline")},
             "dataset": {"_target_": "CacheDataset", "data": "@train#datalist", "transform": "@train#preprocessing",
                         "cache_rate": 1.0, "num_workers": 0, "progress": False},
             "dataloader": {"_target_": "DataLoader", "dataset": "@train#dataset", "batch_size": _ref("batch_size"),
@@ -181,7 +169,7 @@ def _inference(p: BundleParams) -> dict[str, Any]:
         **common,
         "datalist": {"_target_": "medseg.bundle.components.image_datalist", "dataset_dir": _ref("dataset_dir"),
                      "part": "test"},
-        "preprocessing": {"_target_": "medseg.preprocessing.pipeline.inference_transforms", "cfg": _ref("pipeline")},
+        "preprocessing": {"_target_": "medseg.preprocessing.pipeline.inference_transforms", "plan": _ref("pipeline")},
         "dataset": {"_target_": "Dataset", "data": _ref("datalist"), "transform": _ref("preprocessing")},
         "dataloader": {"_target_": "DataLoader", "dataset": _ref("dataset"), "batch_size": 1, "shuffle": False,
                        "num_workers": 0},

@@ -103,7 +103,7 @@ def verify_bundle(bundle_dir: str | Path, device: str = "cpu", tolerance: float 
                   overrides: Mapping[str, Any] | None = None) -> list[CheckResult]:
     """Run every check; each result says what passed or, for a failure, what is wrong.
 
-    ``overrides`` (config id -> value, e.g. ``{"network_def#channels": [8, 16, 32]}``) are applied
+    ``overrides`` (config id -> value, e.g. ``{"pipeline#raw#network#filters": [8, 16, 32]}``) are applied
     the way ``python -m monai.bundle ... --id value`` applies them.
     """
     root = Path(bundle_dir).resolve()

@@ -18,51 +18,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from monai import transforms as mt
 
-from medseg.data.datalist import LabelSpec
-from medseg.plan.planner import ChannelNorm, NetworkPlan, Plan
+from medseg.plan.planner import Plan
 from medseg.preprocessing.augment import augmentation, read_padding, read_size
 from medseg.transforms.intensity import NormalizeChannelsd
 
-__all__ = ["preprocessing", "train_transforms", "patch_transforms", "val_transforms", "stored_val_transforms", "inference_transforms", "nonzero",
-           "PipelineConfig", "as_plan"]
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Explicit single-channel settings for configs written without a plan (a fixed CT window or z-score).
-
-    :func:`as_plan` turns it into the equivalent :class:`~medseg.plan.Plan`: the HU window
-    ``(lo, hi)`` becomes the ``ct`` normalisation with ``mean=lo, std=hi-lo`` (values scaled to [0, 1]).
-    """
-
-    pixdim: tuple[float, float, float] = (1.6, 1.6, 2.5)
-    patch_size: tuple[int, int, int] = (48, 48, 32)
-    num_classes: int = 3
-    modality: str = "CT"
-    hu_window: tuple[float, float] = (-250.0, 350.0)
-    samples_per_case: int = 2
-    class_ratios: tuple[float, ...] | None = None
-    distance_map_key: str | None = None
-
-
-def as_plan(cfg: Plan | PipelineConfig) -> Plan:
-    """A :class:`Plan` as is; a :class:`PipelineConfig` as its equivalent plan."""
-    if isinstance(cfg, Plan):
-        return cfg
-    lo, hi = cfg.hu_window
-    norm = (ChannelNorm("ct", lower=lo, upper=hi, mean=lo, std=hi - lo) if cfg.modality.upper() == "CT"
-            else ChannelNorm("zscore"))
-    names = {i: ("background" if i == 0 else f"class_{i}") for i in range(cfg.num_classes)}
-    return Plan(spacing=tuple(cfg.pixdim), patch_size=tuple(cfg.patch_size), batch_size=2,  # type: ignore[arg-type]
-                samples_per_case=cfg.samples_per_case, network=NetworkPlan(name="unet"), normalization=(norm,),
-                class_ratios=tuple(cfg.class_ratios or (1.0,) * cfg.num_classes), label_spec=LabelSpec(names),
-                channel_names={0: cfg.modality})
+__all__ = ["preprocessing", "train_transforms", "patch_transforms", "val_transforms", "stored_val_transforms", "inference_transforms", "nonzero"]
 
 
 def nonzero(image: torch.Tensor) -> torch.Tensor:
@@ -87,9 +52,8 @@ class LoadImaged(mt.LoadImaged):
         return d
 
 
-def preprocessing(cfg: Plan | PipelineConfig, keys: Sequence[str] = ("image", "label")) -> list[mt.Transform]:
+def preprocessing(plan: Plan, keys: Sequence[str] = ("image", "label")) -> list[mt.Transform]:
     """Deterministic steps shared by training, validation and inference (invertible)."""
-    plan = as_plan(cfg)
     keys = list(keys)
     modes = ["bilinear" if k == "image" else "nearest" for k in keys]
     return [
@@ -120,15 +84,13 @@ def _distance_map(plan: Plan, key: str | None) -> list[mt.Transform]:
     return [SignedDistanceMapd(keys="label", num_classes=plan.out_channels, output_keys=key)]
 
 
-def train_transforms(cfg: Plan | PipelineConfig, distance_map_key: str | None = None) -> mt.Compose:
+def train_transforms(plan: Plan, distance_map_key: str | None = None) -> mt.Compose:
     """Pre-processing, then class-balanced patch sampling and augmentation.
 
     Everything up to the first random transform is cached by CacheDataset (including the signed
     distance map when ``distance_map_key`` is set), so each epoch only pays for cropping and
     augmentation.
     """
-    plan = as_plan(cfg)
-    distance_map_key = distance_map_key or getattr(cfg, "distance_map_key", None)
     spatial = ["image", "label"] + ([distance_map_key] if distance_map_key else [])
     return mt.Compose([
         *preprocessing(plan),
@@ -144,12 +106,11 @@ def train_transforms(cfg: Plan | PipelineConfig, distance_map_key: str | None = 
     ])
 
 
-def patch_transforms(cfg: Plan | PipelineConfig, distance_map_key: str | None = None) -> mt.Compose:
+def patch_transforms(plan: Plan, distance_map_key: str | None = None) -> mt.Compose:
     """What follows patch sampling, from the in-memory volume or the store: augmentation, regions, plain tensors.
 
     Input: ``{"image": (C, *read_size), "label": (1, *read_size)}`` (+ the distance map); output at ``patch_size``.
     """
-    plan = as_plan(cfg)
     spatial = ["image", "label"] + ([distance_map_key] if distance_map_key else [])
     interp = ["bilinear", "nearest"] + (["bilinear"] if distance_map_key else [])
     return mt.Compose([
@@ -159,16 +120,16 @@ def patch_transforms(cfg: Plan | PipelineConfig, distance_map_key: str | None = 
     ])
 
 
-def stored_val_transforms(cfg: Plan | PipelineConfig) -> mt.Compose:
+def stored_val_transforms(plan: Plan) -> mt.Compose:
     """What validation applies to a volume read from the store (already pre-processed): region channels."""
-    return mt.Compose(_regions(as_plan(cfg)))
+    return mt.Compose(_regions(plan))
 
 
-def val_transforms(cfg: Plan | PipelineConfig) -> mt.Compose:
+def val_transforms(plan: Plan) -> mt.Compose:
     """Deterministic pre-processing of image and label; whole volumes for sliding-window validation."""
-    return mt.Compose([*preprocessing(cfg), *_regions(as_plan(cfg))])
+    return mt.Compose([*preprocessing(plan), *_regions(plan)])
 
 
-def inference_transforms(cfg: Plan | PipelineConfig) -> mt.Compose:
+def inference_transforms(plan: Plan) -> mt.Compose:
     """Pre-processing of the image alone; its spatial steps are inverted on the prediction."""
-    return mt.Compose(preprocessing(cfg, keys=("image",)))
+    return mt.Compose(preprocessing(plan, keys=("image",)))

@@ -13,9 +13,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "ct_organ_lesion"
-# the tiny network of tests/conftest.py::TINY_TRAIN, applied as command-line overrides
-TINY_OVERRIDES: dict[str, Any] = {"patch_size": [16, 16, 16], "network_def#channels": [8, 16, 32],
-                                  "network_def#strides": [2, 2], "pipeline#samples_per_case": 1}
+# the tiny network of tests/conftest.py::TINY_TRAIN, applied as command-line overrides of the bundle's plan
+TINY_CHANNELS, TINY_STRIDES = [8, 16, 32], [2, 2]
+TINY_OVERRIDES: dict[str, Any] = {"patch_size": [16, 16, 16], "pipeline#raw#patch_size": [16, 16, 16],
+                                  "pipeline#raw#network#filters": TINY_CHANNELS,
+                                  "pipeline#raw#network#kernels": [[3, 3, 3]] * 3,
+                                  "pipeline#raw#network#strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
+                                  "pipeline#raw#samples_per_case": 1}
 HAS_FIRE = importlib.util.find_spec("fire") is not None
 
 

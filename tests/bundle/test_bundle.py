@@ -96,7 +96,7 @@ def test_bundle_trains_evaluates_infers_and_exports(tmp_path, tiny_dataset):
     assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["case_006_seg.nii.gz", "case_007_seg.nii.gz"]
 
     shape = {"_meta_#network_data_format#inputs#image#spatial_shape": [16, 16, 16]}
-    net = {k: v for k, v in TINY_OVERRIDES.items() if k.startswith("network_def")}
+    net = {k: v for k, v in TINY_OVERRIDES.items() if k.startswith("pipeline")}
     monai_bundle("verify_net_in_out", bundle, "network_def", meta_file="configs/metadata.json",
                  config_file="configs/inference.json", device="cpu", **net, **shape)
     monai_bundle("ckpt_export", bundle, "network_def", filepath="models/model.ts", ckpt_file="models/model.pt",

@@ -14,14 +14,14 @@ from ignite.engine import Events
 from medseg.utils.trust import load_config
 from medseg.cli.main import main
 from medseg.plan.network import build_network
-from tests.bundle.conftest import BUNDLE, HAS_FIRE, TINY_OVERRIDES, monai_bundle
+from tests.bundle.conftest import BUNDLE, HAS_FIRE, TINY_CHANNELS, TINY_OVERRIDES, TINY_STRIDES, monai_bundle
 
 
 def _bundle_with_weights(tmp_path, seed: int):
     bundle = tmp_path / "b"
     shutil.copytree(BUNDLE, bundle)
     torch.manual_seed(seed)
-    net = build_network(3, channels=TINY_OVERRIDES["network_def#channels"], strides=TINY_OVERRIDES["network_def#strides"])
+    net = build_network(3, channels=TINY_CHANNELS, strides=TINY_STRIDES)
     torch.save(net.state_dict(), bundle / "models" / "model.pt")
     return bundle
 
