@@ -9,9 +9,12 @@ Conventions:
 - Axes are ``x, y, z`` after reorientation to RAS (nnU-Net stores SimpleITK's ``z, y, x``); the
   values are otherwise the same quantities, so a fingerprint can be compared with nnU-Net's
   ``dataset_fingerprint.json`` by reversing its axis order.
-- Foreground intensity statistics use *every* foreground voxel of every case (nnU-Net draws a
-  seeded sample with replacement of at most 10^7 voxels, so its values differ from these by that
-  sampling error only). Percentiles are ``numpy.percentile`` with linear interpolation, as nnU-Net.
+- Foreground intensity statistics follow nnU-Net v2's rule: every case contributes the same number
+  of foreground intensities (``FOREGROUND_SAMPLES // cases``, at least ``MIN_SAMPLES_PER_CASE``),
+  drawn with replacement by a seeded generator, so each case weighs the same whatever its voxel
+  count (pooling every voxel would let finely sampled cases dominate); mean, std, median, min, max
+  and the 0.5 / 99.5 percentiles (``numpy.percentile``, linear) are computed over the pooled
+  samples. Memory is bounded by ``FOREGROUND_SAMPLES`` per channel, whatever the dataset size.
 - Connected components use full (26-) connectivity.
 """
 
@@ -28,9 +31,20 @@ from scipy import ndimage
 from medseg.data.datalist import Dataset
 from medseg.errors import InputError
 
-__all__ = ["extract_fingerprint", "case_fingerprint", "load_case_ras", "AXES_NOTE"]
+__all__ = ["extract_fingerprint", "case_fingerprint", "load_case_ras", "sample_foreground", "AXES_NOTE",
+           "FOREGROUND_SAMPLES", "MIN_SAMPLES_PER_CASE"]
 
 AXES_NOTE = "spacings and shapes are x, y, z after reorientation to RAS (nnU-Net lists z, y, x)"
+FOREGROUND_SAMPLES = 10_000_000  # foreground intensities per channel over the whole dataset
+MIN_SAMPLES_PER_CASE = 10_000
+SEED = 1234
+
+
+def sample_foreground(values: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` draws with replacement from a case's foreground intensities (none if it has no foreground)."""
+    if values.size == 0:
+        return values.astype(np.float32)
+    return np.random.default_rng(seed).choice(values, size=count, replace=True).astype(np.float32)
 
 
 def load_case_ras(image: str | Sequence[str], label: str | None = None,
@@ -74,8 +88,10 @@ def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(int(i[0]), int(i[-1]) + 1) for i in idx)
 
 
-def case_fingerprint(entry: dict[str, Any], label_values: Sequence[int]) -> dict[str, Any]:
-    """Fingerprint of one datalist entry; ``foreground`` holds the raw foreground intensities per channel."""
+def case_fingerprint(entry: dict[str, Any], label_values: Sequence[int], samples: int | None = None,
+                     seed: int = SEED) -> dict[str, Any]:
+    """Fingerprint of one datalist entry; ``foreground`` holds per channel ``samples`` foreground intensities
+    drawn with replacement (:func:`sample_foreground`), or all of them if ``samples`` is None."""
     image, label, spacing, code = load_case_ras(entry["image"], entry.get("label"))
     crop = _bbox((image != 0).any(axis=0))
     voxel_mm3 = float(np.prod(spacing))
@@ -91,7 +107,9 @@ def case_fingerprint(entry: dict[str, Any], label_values: Sequence[int]) -> dict
                            "components": int(ndimage.label(mask, structure)[1]) if n else 0}
     return {"case_id": entry["case_id"], "spacing": list(spacing),
             "shape_after_crop": [s.stop - s.start for s in crop], "shape": list(image.shape[1:]),
-            "orientation": code, "classes": classes, "foreground": [c[fg] for c in image],
+            "orientation": code, "classes": classes,
+            "foreground": [c[fg] if samples is None else sample_foreground(c[fg], samples, seed + k)
+                           for k, c in enumerate(image)],
             "crop_fraction": float(np.prod([s.stop - s.start for s in crop]) / np.prod(image.shape[1:]))}
 
 
@@ -99,17 +117,20 @@ def _intensity_properties(values: np.ndarray) -> dict[str, float]:
     if values.size == 0:
         nan = float("nan")
         return dict.fromkeys(("mean", "median", "std", "min", "max", "percentile_99_5", "percentile_00_5"), nan)
-    v = values.astype(np.float64)
-    return {"mean": float(v.mean()), "median": float(np.median(v)), "std": float(v.std()),
-            "min": float(v.min()), "max": float(v.max()),
-            "percentile_99_5": float(np.percentile(v, 99.5)), "percentile_00_5": float(np.percentile(v, 0.5))}
+    low, median, high = np.percentile(values, (0.5, 50.0, 99.5))  # one sorted copy, float64 results
+    return {"mean": float(values.mean(dtype=np.float64)), "median": float(median),
+            "std": float(values.std(dtype=np.float64)), "min": float(values.min()), "max": float(values.max()),
+            "percentile_99_5": float(high), "percentile_00_5": float(low)}
 
 
 def extract_fingerprint(dataset: Dataset, workers: int = 2) -> dict[str, Any]:
     """The fingerprint of ``dataset``'s training cases (nnU-Net v2 field names, RAS x, y, z axes)."""
     values = sorted(dataset.label_spec.label_values)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        cases = list(pool.map(lambda e: case_fingerprint(e, values), dataset.training))
+    n = len(dataset.training)
+    samples = max(MIN_SAMPLES_PER_CASE, FOREGROUND_SAMPLES // max(n, 1))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # seeded per case: the same in any order
+        cases = list(pool.map(lambda ie: case_fingerprint(ie[1], values, samples, seed=SEED + 1000 * ie[0]),
+                              enumerate(dataset.training)))
     n_channels = len(cases[0]["foreground"])
     bad = [c["case_id"] for c in cases if len(c["foreground"]) != n_channels]
     if bad or n_channels != dataset.num_channels:

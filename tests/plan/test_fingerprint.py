@@ -100,15 +100,21 @@ def test_fingerprint_matches_an_independent_computation(dataset_root):
     assert fp["shapes_after_crop"][1][2] == 16 and fp["shapes_after_crop"][0][0] < 32  # z stays 3rd; body crop
     assert fp["channel_names"] == {"0": "T1", "1": "T2"}
     for c in range(2):
-        v = np.concatenate(exp["fg"][c])
-        want = {"mean": v.mean(), "std": v.std(), "median": np.median(v), "min": v.min(), "max": v.max(),
-                "percentile_99_5": np.percentile(v, 99.5), "percentile_00_5": np.percentile(v, 0.5)}
+        # nnU-Net's rule: each case weighs the same (the equal-weight mixture of the cases' foregrounds,
+        # estimated from a seeded sample per case; tests/plan/test_intensity_stats.py), min / max over the samples
+        cases = exp["fg"][c]
+        v = np.concatenate(cases)
+        w = np.concatenate([np.full(x.size, 1.0 / (len(cases) * x.size)) for x in cases])
+        mean = float(np.sum(w * v))
+        q = np.percentile(v, [0.5, 50, 99.5], weights=w, method="inverted_cdf")
+        want = {"mean": mean, "std": np.sqrt(np.sum(w * (v - mean) ** 2)), "median": q[1], "min": v.min(),
+                "max": v.max(), "percentile_99_5": q[2], "percentile_00_5": q[0]}
         got = fp["foreground_intensity_properties_per_channel"][str(c)]
         assert set(got) == set(want)
         for key, value in want.items():
-            assert got[key] == pytest.approx(value, rel=1e-9), (c, key)
+            assert got[key] == pytest.approx(value, rel=0.01), (c, key)
     t1, t2 = (fp["foreground_intensity_properties_per_channel"][c]["mean"] for c in "01")
-    assert abs(t1 - t2) > 20  # two contrasts, not one channel counted twice
+    assert abs(t1 - t2) > 10  # two contrasts, not one channel counted twice
     for v in LABEL_VALUES:
         got = fp["class_voxels"][str(v)]
         assert got["voxels"] == exp["voxels"][v]
