@@ -13,7 +13,7 @@ from medseg.bundle.dicom_seg import SaveDicomSegd, inference_datalist
 from medseg.data.datalist import LabelSpec
 from medseg.io.dicom_series import discover_series
 from medseg.io.dicom_volume import read_series_volume
-from tests.io.dicom_factory import affine_of, rotation, series_datasets, save, write_series
+from tests.io.dicom_factory import affine_of, rotation, save, series_datasets, write_series
 
 PLAN = SimpleNamespace(label_spec=LabelSpec(names={0: "background", 1: "organ", 2: "lesion"}))
 
