@@ -167,7 +167,9 @@ def _inference(p: BundleParams) -> dict[str, Any]:
     common = _common(p)
     return {
         **common,
-        "datalist": {"_target_": "medseg.bundle.components.image_datalist", "dataset_dir": _ref("dataset_dir"),
+        "write_dicom_seg": False,  # DICOM input (a series, a study): also write <case>.seg.dcm (needs medseg[dicom])
+        "label_codes": {},  # DICOM SEG segment codes: {name: {"category": [scheme, value, meaning], "type": [...]}}
+        "datalist": {"_target_": "medseg.bundle.dicom_seg.inference_datalist", "dataset_dir": _ref("dataset_dir"),
                      "part": "test"},
         "preprocessing": {"_target_": "medseg.preprocessing.pipeline.inference_transforms", "plan": _ref("pipeline")},
         "dataset": {"_target_": "Dataset", "data": _ref("datalist"), "transform": _ref("preprocessing")},
@@ -181,7 +183,10 @@ def _inference(p: BundleParams) -> dict[str, Any]:
             {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
             {"_target_": "SaveImaged", "keys": "pred", "output_dir": _ref("output_dir"), "output_postfix": "seg",
              "output_dtype": "uint8", "resample": False, "separate_folder": False, "squeeze_end_dims": True,
-             "print_log": False}]},
+             "print_log": False},
+            {"_target_": "medseg.bundle.dicom_seg.SaveDicomSegd", "keys": "pred", "output_dir": _ref("output_dir"),
+             "plan": _ref("pipeline"), "label_codes": _ref("label_codes"), "algorithm": p.name,
+             "enabled": _ref("write_dicom_seg")}]},
         "handlers": [
             {"_target_": "CheckpointLoader", "load_path": _ref("ckpt_file"), "load_dict": {"model": _ref("network")},
              "map_location": _ref("device")},

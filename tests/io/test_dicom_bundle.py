@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from types import SimpleNamespace
 
 import highdicom as hd
 import nibabel as nib
 import numpy as np
+import pytest
 from monai.transforms import LoadImage
 
 from medseg.bundle.dicom_seg import SaveDicomSegd, inference_datalist
@@ -51,3 +53,30 @@ def test_save_dicom_segd_writes_the_prediction_as_seg_of_its_series(tmp_path):
                                                assert_missing_frames_are_empty=True)
     np.testing.assert_array_equal(pixels.transpose(2, 1, 0), np.asarray(pred[0]))
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["organ", "lesion"]
+
+
+@pytest.mark.slow
+def test_bundle_inference_on_a_dicom_study_writes_seg(tmp_path):
+    import torch
+    from monai.bundle import ConfigParser
+
+    from tests.bundle.conftest import BUNDLE, TINY_OVERRIDES, monai_bundle
+
+    bundle = tmp_path / "b"
+    shutil.copytree(BUNDLE, bundle)
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.update(TINY_OVERRIDES)
+    torch.manual_seed(0)
+    torch.save({"model": parser.get_parsed_content("network_def").state_dict()}, bundle / "models" / "model.pt")
+    study = _folder(tmp_path)
+    monai_bundle("run", bundle, config_file="configs/inference.json", output_dir=str(tmp_path / "seg"),
+                 dataset_dir=str(study), write_dicom_seg=True, device="cpu", **TINY_OVERRIDES)
+    assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == [
+        "1.2.826.0.1.3680043.10.8.seg.dcm", "1.2.826.0.1.3680043.10.8_seg.nii.gz"]
+    seg = hd.seg.segread(tmp_path / "seg" / "1.2.826.0.1.3680043.10.8.seg.dcm")
+    mask = np.asarray(nib.load(tmp_path / "seg" / "1.2.826.0.1.3680043.10.8_seg.nii.gz").dataobj)
+    [series] = [s for s in discover_series(study) if s.qualifies]
+    pixels = seg.get_pixels_by_source_instance([s.sop_instance_uid for s in series.slices], combine_segments=True,
+                                               assert_missing_frames_are_empty=True)
+    np.testing.assert_array_equal(pixels.transpose(2, 1, 0), mask)
