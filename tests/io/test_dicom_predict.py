@@ -4,6 +4,7 @@ studies with several series; --series-uid; each refusal exits 2 naming the serie
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,19 @@ def test_terminal_shows_no_third_party_warnings(tiny_run, tmp_path):
     foreign = [line for line in res.stderr.splitlines()
                if line.strip() and not line.startswith(("INFO medseg", "WARNING medseg", "1.3.6", "series_uid"))]
     assert foreign == [], res.stderr
+
+
+def test_label_codes_from_a_file_or_the_training_dataset(tmp_path):
+    from medseg.inference.dicom_cases import load_label_codes
+
+    entry = {"category": ["SCT", "123037004", "Anatomical Structure"], "type": ["SCT", "10200004", "Liver"]}
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "liver"},
+                                                       "label_codes": {"liver": entry}}))
+    (tmp_path / "codes.json").write_text(json.dumps({"liver": entry}))
+    expected = {"liver": (("SCT", "123037004", "Anatomical Structure"), ("SCT", "10200004", "Liver"))}
+    assert load_label_codes(None, {"data": str(tmp_path)}) == expected  # the run's training dataset
+    assert load_label_codes(tmp_path / "dataset.json") == expected
+    assert load_label_codes(tmp_path / "codes.json") == expected  # the bare map
+    assert load_label_codes(None, {"data": str(tmp_path / "gone")}) == {}
+    with pytest.raises(InputError, match="--label-codes .*nope.json: cannot be read as JSON"):
+        load_label_codes(tmp_path / "nope.json")
