@@ -36,6 +36,7 @@ def _run(args: argparse.Namespace) -> None:
     from medseg.data.synth import SynthConfig, synthesise_dataset
     from medseg.evaluation.evaluate import evaluate_folders
     from medseg.inference.predict import predict
+    from medseg.preprocessing.store import default_root
     from medseg.training.train import TrainConfig, train
 
     out = Path(args.out).resolve()
@@ -67,6 +68,7 @@ def _run(args: argparse.Namespace) -> None:
         stats = entry["metrics"]
         print(f"  {entry['name']:<12} Dice {stats['dice']['mean']:.3f}   HD95 {stats['hd95']['mean']:.2f} mm")
     print(f"\n  dataset      {data}")
+    print(f"  store        {default_root(data)}  (pre-processed cases that training reads patches from)")
     print(f"  run          {run_dir}  (best checkpoint: {result.best_checkpoint.name})")
     print(f"  predictions  {preds}")
     print(f"  report       {report / 'report.html'}  (+ metrics.csv, lesions.csv, summary.json)")
