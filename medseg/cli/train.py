@@ -32,7 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default 5)")
     parser.add_argument("--lr", type=float, default=None,
                         help="AdamW learning rate (default 2e-3; 5e-4 with --init, measured by benchmarks/bench_finetune.py)")
-    parser.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (default 1)")
+    parser.add_argument("--val-interval", type=int, default=None,
+                        help="full sliding-window validation every N epochs and at the end (default: planned: a "
+                        "pseudo Dice on fixed patches every epoch, the full validation when it suggests a new best "
+                        "or every epochs/10 epochs, within --val-budget, and at the end)")
+    parser.add_argument("--val-budget", type=float, default=0.2, metavar="F",
+                        help="planned validation: at most this fraction of the training time (default 0.2)")
+    parser.add_argument("--val-patches", type=int, default=4, metavar="N",
+                        help="fixed patches per validation case for the per-epoch pseudo Dice (default 4)")
     plan = parser.add_argument_group("plan overrides", "planned from the dataset (medseg plan) unless given")
     plan.add_argument("--pixdim", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
                       help="resampled voxel size in mm")
@@ -46,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="isotropic stride per down-sampling level (default: per-axis strides from the plan)")
     plan.add_argument("--deep-supervision", action=argparse.BooleanOptionalAction, default=None,
                       help="deep-supervision heads (dynunet)")
+    plan.add_argument("--aug", nargs="+", default=None, metavar="KEY=VALUE",
+                      help="augmentation overrides by name, JSON values: noise.prob=0.3 blur.sigma=[0.5,1.5] "
+                      "recipe=light (names: medseg plan DATASET, section augmentation)")
     parser.add_argument("--cache", choices=("store", "ram"), default="store",
                         help="store: pre-process once to an on-disk store and read patches (default); "
                         "ram: whole volumes cached in memory (refused if they do not fit)")
@@ -99,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
             check_data=not args.no_check, progress=not args.no_progress, pixdim=opt(args.pixdim),
             patch_size=opt(args.patch_size), batch_size=args.batch_size, samples_per_case=args.samples_per_case,
             net=args.net, channels=opt(args.channels), strides=opt(args.strides),
-            deep_supervision=args.deep_supervision, init=args.init,
+            deep_supervision=args.deep_supervision, init=args.init, val_budget=args.val_budget,
+            val_patches=args.val_patches, augmentation=_augmentation(args.aug),
             freeze_encoder_epochs=args.freeze_encoder_epochs)
     result = launch(cfg, nproc=args.nproc, resume=args.resume)
     print(f"best validation mean Dice {result.best_metric:.4f}: {result.best_checkpoint}")
@@ -107,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
     if cfg.init and not args.resume:
         _print_init(result.run_dir)
     return 0
+
+
+def _augmentation(items: list[str] | None) -> dict | None:
+    from medseg.plan.augmentation import parse_overrides
+
+    return parse_overrides(items) if items else None
 
 
 def _learning_rate(args: argparse.Namespace) -> float:

@@ -130,10 +130,11 @@ def build_evaluator(plan: Plan, network: torch.nn.Module, val_loader: Any, devic
 def build_trainer(cfg: TrainConfig, network: torch.nn.Module, engine_loss: torch.nn.Module, train_loader: Any,
                   evaluator: Any, device: torch.device, amp: bool, distance_map_key: str | None,
                   ) -> tuple[Any, Any, Any]:
-    """``(SupervisedTrainer, optimizer, lr scheduler)``: AdamW, cosine schedule, validation every ``val_interval`` epochs."""
+    """``(SupervisedTrainer, optimizer, lr scheduler)``: AdamW, cosine schedule; ``evaluator`` is run by the epoch
+    handlers when the validation schedule says so (:mod:`medseg.training.validation`)."""
     from monai.engines import SupervisedTrainer
     from monai.engines.utils import default_prepare_batch
-    from monai.handlers import LrScheduleHandler, ValidationHandler
+    from monai.handlers import LrScheduleHandler
     from monai.inferers import SimpleInferer
 
     from medseg.training.batch import PrepareBatchWithDistanceMap
@@ -145,8 +146,7 @@ def build_trainer(cfg: TrainConfig, network: torch.nn.Module, engine_loss: torch
         optimizer=optimizer, loss_function=engine_loss,
         prepare_batch=PrepareBatchWithDistanceMap(distance_map_key) if distance_map_key else default_prepare_batch,
         inferer=SimpleInferer(), amp=amp, decollate=False,
-        train_handlers=[LrScheduleHandler(scheduler, print_lr=False),
-                        ValidationHandler(validator=evaluator, interval=cfg.val_interval, epoch_level=True)])
+        train_handlers=[LrScheduleHandler(scheduler, print_lr=False)])
     return trainer, optimizer, scheduler
 
 
@@ -172,6 +172,7 @@ def attach_epoch_handlers(cfg: TrainConfig, plan: Plan, trainer: Any, evaluator:
 
     from medseg.handlers.checkpoint import CheckpointSaver, restore
     from medseg.handlers.loss_schedule import schedule_for
+    from medseg.training.validation import EpochValidation
 
     objects: dict[str, Any] = {"model": network, "optimizer": optimizer, "scheduler": scheduler, "trainer": trainer}
     if trainer.amp and trainer.scaler is not None:
@@ -203,10 +204,8 @@ def attach_epoch_handlers(cfg: TrainConfig, plan: Plan, trainer: Any, evaluator:
     def epoch_done(engine: Any) -> None:
         record = {"train_loss": dist.reduce_mean(sum(losses) / max(len(losses), 1)),
                   "lr": optimizer.param_groups[0]["lr"], "data_wait_fraction": dist.reduce_mean(data_wait.fraction)}
-        validated = engine.state.epoch % cfg.val_interval == 0  # when ValidationHandler has run
-        if validated:
-            record.update({f"{VAL_PREFIX}{k}": float(v) for k, v in evaluator.state.metrics.items()
-                           if isinstance(v, (int, float))})
+        validated, val_record = validation.after_epoch(engine.state.epoch)  # pseudo Dice; full when scheduled
+        record.update(val_record)
         if not dist.is_main():
             return
         tracker.record(engine.state.epoch, record)
@@ -217,6 +216,8 @@ def attach_epoch_handlers(cfg: TrainConfig, plan: Plan, trainer: Any, evaluator:
         logger.info("epoch %d/%d: %s", engine.state.epoch, cfg.epochs,
                     ", ".join(f"{k}={v:.4f}" for k, v in record.items()))
 
+    validation = EpochValidation(evaluator, plan, cfg.val_interval, cfg.val_budget, cfg.epochs,
+                                 cfg.val_patches, cfg.seed).attach(trainer)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, epoch_done)
     if cfg.progress and dist.is_main() and sys.stderr.isatty():  # no bar redraws in logs and pipes
         ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"].detach().item()})
@@ -252,7 +253,10 @@ def start_tracking(cfg: TrainConfig, plan: Plan, data: RunData, resume: bool, lo
     try:
         if not resume:
             sources = cfg.plan_sources or {}
-            tracker.log_params({**config, "num_classes": plan.out_channels, "in_channels": plan.in_channels,
+            from medseg.plan.augmentation import augmentation_of, flatten
+
+            aug = {f"aug.{k}": v for k, v in flatten(augmentation_of(plan)).items()}
+            tracker.log_params({**config, **aug, "num_classes": plan.out_channels, "in_channels": plan.in_channels,
                                 "train_cases": len(data.train_files), "val_cases": len(data.val_files),
                                 "loss_class": type(loss).__name__})
             tracker.set_tags({"git_commit": _git_commit(), "dataset": str(Path(cfg.data).resolve()),

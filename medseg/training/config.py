@@ -21,7 +21,7 @@ __all__ = ["TrainConfig", "TrainResult", "load_run_config", "OVERRIDES", "FINETU
 # TrainConfig field -> plan field it overrides
 OVERRIDES = {"pixdim": "spacing", "patch_size": "patch_size", "batch_size": "batch_size",
              "samples_per_case": "samples_per_case", "net": "net", "channels": "filters", "strides": "strides",
-             "deep_supervision": "deep_supervision", "num_res_units": "num_res_units"}
+             "deep_supervision": "deep_supervision", "num_res_units": "num_res_units", "augmentation": "augmentation"}
 # default --lr of a run started from trained weights (--init); measured by benchmarks/bench_finetune.py
 FINETUNE_LR = 5e-4
 
@@ -36,7 +36,11 @@ class TrainConfig:
     ``DATA/.medseg_store``) or ``ram`` (whole volumes in a CacheDataset); ``num_workers`` ``None``: from
     the CPU count; ``iterations_per_epoch`` ``None``: one item per training case.
     ``split_seed`` seeds the fold split (``None``: ``seed``), so runs that differ only in ``seed``
-    share one split; ``tags`` are added to the MLflow run (``mlflow.parentRunId`` nests it under a parent).
+    share one split; ``val_interval`` ``None``: a pseudo Dice on ``val_patches`` fixed patches per validation
+    case every epoch and the full validation when it counts, within ``val_budget`` of the training time
+    (:mod:`medseg.training.validation`); ``augmentation``: overrides of the plan's augmentation section by
+    flattened name (``{"noise.prob": 0.3}``, :mod:`medseg.plan.augmentation`); ``tags`` are added to the
+    MLflow run (``mlflow.parentRunId`` nests it under a parent).
     ``init`` starts from trained weights (a run, bundle or checkpoint: :mod:`medseg.training.init`), whose
     encoder stays frozen for the first ``freeze_encoder_epochs`` epochs.
     """
@@ -56,7 +60,9 @@ class TrainConfig:
     folds: int = 5
     lr: float = 2e-3
     weight_decay: float = 1e-5
-    val_interval: int = 1
+    val_interval: int | None = None
+    val_budget: float = 0.2
+    val_patches: int = 4
     cache_rate: float = 1.0
     num_workers: int | None = None
     cache: str = "store"
@@ -73,6 +79,7 @@ class TrainConfig:
     strides: tuple[int, ...] | None = None
     deep_supervision: bool | None = None
     num_res_units: int | None = None
+    augmentation: dict[str, Any] | None = None
     plan: dict[str, Any] | None = None
     plan_sources: dict[str, str] | None = None
     split_seed: int | None = None
@@ -87,8 +94,12 @@ class TrainConfig:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise InputError(f"--lr must be > 0, got {self.lr}")
-        if not 1 <= self.val_interval <= self.epochs:
+        if self.val_interval is not None and not 1 <= self.val_interval <= self.epochs:
             raise InputError(f"--val-interval must be in [1, --epochs={self.epochs}], got {self.val_interval}")
+        if not 0.0 < self.val_budget <= 1.0:
+            raise InputError(f"--val-budget must be in (0, 1], got {self.val_budget}")
+        if self.val_patches < 1:
+            raise InputError(f"--val-patches must be >= 1, got {self.val_patches}")
         if self.channels is not None and len(self.channels) < 2:
             raise InputError(f"--channels needs at least two levels, got {list(self.channels)}")
         if self.patch_size is not None and self.strides is not None:
