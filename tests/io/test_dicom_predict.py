@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom.data
@@ -62,11 +63,17 @@ def test_series_mask_equals_the_nifti_mask_in_patient_space(tiny_run, tiny_datas
     nib.save(nib.Nifti1Image(vox, aff), tmp_path / "case.nii.gz")
     write_series(tmp_path / "dicom" / "case", vox, aff)
     [from_nifti] = predict(tiny_run.run_dir, tmp_path / "case.nii.gz", tmp_path / "pred_nifti", device="cpu")
-    [from_dicom] = predict(tiny_run.run_dir, tmp_path / "dicom" / "case", tmp_path / "pred_dicom", device="cpu")
+    from_dicom, seg_file = predict(tiny_run.run_dir, tmp_path / "dicom" / "case", tmp_path / "pred_dicom",
+                                   device="cpu", output_format="both")
     a, b = nib.load(from_dicom), nib.load(from_nifti)
-    assert from_dicom.name == "case.nii.gz" and a.get_data_dtype() == np.uint8
+    assert from_dicom.name == "case.nii.gz" and seg_file.name == "case.seg.dcm" and a.get_data_dtype() == np.uint8
     assert np.asarray(b.dataobj).any()  # the model finds something, so the comparison means something
     assert_same_in_patient_space(np.asarray(a.dataobj), a.affine, np.asarray(b.dataobj), b.affine, atol=1e-4)
+    [series] = discover_series(tmp_path / "dicom" / "case")
+    seg = hd.seg.segread(seg_file)
+    pixels = seg.get_pixels_by_source_instance([s.sop_instance_uid for s in series.slices], combine_segments=True,
+                                               assert_missing_frames_are_empty=True)
+    np.testing.assert_array_equal(pixels.transpose(2, 1, 0), np.asarray(a.dataobj))  # SEG == NIfTI mask
 
 
 def test_study_folder_predicts_every_qualifying_series_and_lists_all(tiny_run, tiny_dataset, tmp_path):
