@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "bundle": "medseg.cli.bundle",
     "crossval": "medseg.cli.crossval",
     "study": "medseg.cli.study",
+    "robustness": "medseg.cli.robustness",
 }
 
 
