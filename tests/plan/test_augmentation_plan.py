@@ -70,3 +70,15 @@ def test_bad_overrides_name_the_key_and_the_value(items, message):
     aug = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "T1"})
     with pytest.raises(InputError, match=message):
         apply_overrides(aug, parse_overrides(items))
+
+
+def test_the_plan_carries_the_section_and_the_user_overrides(tiny_dataset):
+    from medseg.data.datalist import load_dataset
+    from medseg.plan.planner import Plan, plan_dataset
+
+    dataset = load_dataset(tiny_dataset)
+    _, plan, sources = plan_dataset(dataset, overrides={"augmentation": {"noise.prob": 0.5}})
+    assert plan.augmentation["noise"]["prob"] == 0.5 and sources["augmentation"] == "user"
+    assert Plan.from_dict(plan.to_dict()).augmentation == plan.augmentation
+    with pytest.raises(InputError, match=r"--aug noise.prob=2: a probability must be in \[0, 1\]"):
+        plan_dataset(dataset, overrides={"augmentation": {"noise.prob": 2}})
