@@ -48,23 +48,32 @@ def default_workers(world: int = 1) -> int:
     return max(1, min(8, _cpus() // max(world, 1) - 1))
 
 
-def _voxels(entry: dict[str, Any], spacing: tuple[float, ...]) -> float:
-    """Voxels of a case after resampling to ``spacing`` (from its header, before cropping: an upper bound)."""
+def _voxels(entry: dict[str, Any], plan: Plan, padded: bool) -> float:
+    """Voxels of a case resampled to the plan's spacing (from its header, before cropping: an upper bound);
+    ``padded``: as the training pipeline caches it, padded by the read margin and to at least the read box."""
     import nibabel as nib
+
+    from medseg.preprocessing.augment import read_size
 
     first = entry["image"][0] if isinstance(entry["image"], (list, tuple)) else entry["image"]
     header = nib.load(first).header
     shape, zooms = header.get_data_shape()[:3], header.get_zooms()[:3]
-    return float(np.prod([n * z / s for n, z, s in zip(shape, zooms, spacing, strict=True)]))
+    sides = [n * z / s for n, z, s in zip(shape, zooms, plan.spacing, strict=True)]
+    if padded:
+        box = read_size(plan)
+        sides = [max(n + (r - p) // 2 * 2, r) for n, r, p in zip(sides, box, plan.patch_size, strict=True)]
+    return float(np.prod(sides))
 
 
 def estimate_cache_bytes(plan: Plan, train: list[dict[str, Any]], val: list[dict[str, Any]], cache_rate: float,
                          distance_map: bool) -> int:
     """Bytes a RAM cache of these cases takes: per voxel, float32 channels and label, int64 class indices
-    (each voxel is in one class's list), the float32 distance map per output channel if the loss needs it."""
+    (each voxel is in one class's list), the float32 distance map per output channel if the loss needs it;
+    training volumes padded as the pipeline pads them."""
     per_train = 4 * plan.in_channels + 4 + 8 + (4 * plan.out_channels if distance_map else 0)
     per_val = 4 * plan.in_channels + 4
-    total = sum(_voxels(e, plan.spacing) for e in train) * per_train + sum(_voxels(e, plan.spacing) for e in val) * per_val
+    total = (sum(_voxels(e, plan, True) for e in train) * per_train
+             + sum(_voxels(e, plan, False) for e in val) * per_val)
     return int(total * cache_rate)
 
 
