@@ -6,7 +6,9 @@ field, Rician noise, every third case stored LPS. Nothing in medseg was tuned on
 
 Three trainings, identical except for the plan: same epochs, seed, fold, loss (``dice_ce``), lr, CPU.
 
-- ``planned``: ``TrainConfig`` with no overrides: spacing, patch, network, batch from the planner.
+- ``planned``: ``TrainConfig`` with no overrides: spacing, patch, network, batch and augmentation from
+  the planner.
+- ``planned, light aug``: the same plan with the earlier fixed augmentation (``--aug recipe=light``).
 - ``old constants``: the settings every run used before planning existed: 1.6 x 1.6 x 2.5 mm,
   48 x 48 x 32 patches, residual UNet 16-128 filters, strides 2, batch 2, 2 patches per case.
 - ``hand-tuned``: fixed before any result of ``planned`` was seen, from the data alone: the cases
@@ -45,6 +47,7 @@ from medseg.training.train import TrainConfig, train  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "planned": {},
+    "planned, light aug": {"augmentation": {"recipe": "light"}},
     "old constants": {"pixdim": (1.6, 1.6, 2.5), "patch_size": (48, 48, 32), "channels": (16, 32, 64, 128),
                       "strides": (2, 2, 2), "net": "unet", "batch_size": 2, "samples_per_case": 2},
     "hand-tuned": {"pixdim": (1.25, 1.25, 1.25), "patch_size": (64, 64, 64), "channels": (16, 32, 64, 128, 256),
