@@ -38,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "or every epochs/10 epochs, within --val-budget, and at the end)")
     parser.add_argument("--val-budget", type=float, default=0.2, metavar="F",
                         help="planned validation: at most this fraction of the training time (default 0.2)")
-    parser.add_argument("--val-patches", type=int, default=4, metavar="N",
-                        help="fixed patches per validation case for the per-epoch pseudo Dice (default 4)")
+    parser.add_argument("--val-patches", type=int, default=None, metavar="N",
+                        help="fixed patches per validation case for the per-epoch pseudo Dice (default: a fifth of "
+                        "an epoch's training patches, at least one per case)")
     plan = parser.add_argument_group("plan overrides", "planned from the dataset (medseg plan) unless given")
     plan.add_argument("--pixdim", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
                       help="resampled voxel size in mm")

@@ -37,7 +37,7 @@ class TrainConfig:
     the CPU count; ``iterations_per_epoch`` ``None``: one item per training case.
     ``split_seed`` seeds the fold split (``None``: ``seed``), so runs that differ only in ``seed``
     share one split; ``val_interval`` ``None``: a pseudo Dice on ``val_patches`` fixed patches per validation
-    case every epoch and the full validation when it counts, within ``val_budget`` of the training time
+    case (``None``: planned) every epoch and the full validation when it counts, within ``val_budget`` of the training time
     (:mod:`medseg.training.validation`); ``augmentation``: overrides of the plan's augmentation section by
     flattened name (``{"noise.prob": 0.3}``, :mod:`medseg.plan.augmentation`); ``tags`` are added to the
     MLflow run (``mlflow.parentRunId`` nests it under a parent).
@@ -62,7 +62,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     val_interval: int | None = None
     val_budget: float = 0.2
-    val_patches: int = 4
+    val_patches: int | None = None
     cache_rate: float = 1.0
     num_workers: int | None = None
     cache: str = "store"
@@ -98,7 +98,7 @@ class TrainConfig:
             raise InputError(f"--val-interval must be in [1, --epochs={self.epochs}], got {self.val_interval}")
         if not 0.0 < self.val_budget <= 1.0:
             raise InputError(f"--val-budget must be in (0, 1], got {self.val_budget}")
-        if self.val_patches < 1:
+        if self.val_patches is not None and self.val_patches < 1:
             raise InputError(f"--val-patches must be >= 1, got {self.val_patches}")
         if self.channels is not None and len(self.channels) < 2:
             raise InputError(f"--channels needs at least two levels, got {list(self.channels)}")

@@ -1,7 +1,9 @@
 """Cheap validation every epoch, full validation when it counts.
 
 - :class:`PseudoDice`: nnU-Net's online "pseudo Dice": a fixed set of validation patches (drawn once,
-  with a fixed seed and the plan's class ratios, from the validation volumes), predicted each epoch;
+  with a fixed seed and the plan's class ratios, from the validation volumes), predicted each epoch
+  (planned count: :data:`PSEUDO_FRACTION` of the training patches of an epoch, at least one per case,
+  so the forward passes cost well under a tenth of the training step);
   true positives, false positives and false negatives are summed per class over all patches, then
   ``Dice_c = 2 TP / (2 TP + FP + FN)`` (classes with none of the three are left out of the mean).
   Metric names: ``val_pseudo_dice`` (mean over foreground classes or regions) and
@@ -23,10 +25,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["PseudoDice", "ValidationSchedule", "EpochValidation", "PSEUDO_KEY", "PLANNED_VALIDATIONS"]
+__all__ = ["PseudoDice", "ValidationSchedule", "EpochValidation", "planned_patches", "PSEUDO_KEY",
+           "PLANNED_VALIDATIONS", "PSEUDO_FRACTION"]
 
 PSEUDO_KEY = "pseudo_dice"
 PLANNED_VALIDATIONS = 10  # periodic full validations of a planned schedule, at most (the budget permitting)
+PSEUDO_FRACTION = 0.2  # pseudo-Dice patches per epoch, as a fraction of the training patches of an epoch
+
+
+def planned_patches(train_patches: int, val_cases: int) -> int:
+    """Pseudo-Dice patches per validation case: :data:`PSEUDO_FRACTION` of an epoch's training patches, >= 1."""
+    return max(1, round(PSEUDO_FRACTION * train_patches / max(val_cases, 1)))
 
 
 class PseudoDice:
@@ -179,7 +188,7 @@ class EpochValidation:
     """
 
     def __init__(self, evaluator: Any, plan: Any, interval: int | None, budget: float, epochs: int,
-                 patches_per_case: int = 4, seed: int = 0) -> None:
+                 patches_per_case: int | None = None, seed: int = 0) -> None:
         spec = plan.label_spec
         shift = 1 if spec.is_regions else 0
         self.names = {k - shift: v for k, v in spec.names.items() if k > 0}
@@ -198,6 +207,9 @@ class EpochValidation:
             self._t0 = time.perf_counter()
 
         trainer.add_event_handler(Events.EPOCH_STARTED, started)
+        if self.patches_per_case is None:
+            per_epoch = len(trainer.data_loader) * self.plan.batch_size * self.plan.samples_per_case
+            self.patches_per_case = planned_patches(per_epoch, len(self.evaluator.data_loader))
         return self
 
     def after_epoch(self, epoch: int) -> tuple[bool, dict[str, float]]:

@@ -83,3 +83,14 @@ def test_a_run_logs_the_pseudo_dice_every_epoch_and_keeps_the_full_names(tiny_ru
     run = mlflow.MlflowClient(tiny_run.tracking_uri).get_run(tiny_run.mlflow_run_id)
     assert run.data.params["aug.rotation.prob"] == "0.2" and "aug.noise.std_max" in run.data.params
     assert "val_pseudo_dice" in run.data.metrics and "val_mean_dice" in run.data.metrics
+
+
+@pytest.mark.parametrize(("train_patches", "val_cases", "expected"), [
+    (38, 5, 2),  # the demo: 19 cases x 2 patches; a fifth is 7.6, 1.52 per case -> 2
+    (400, 100, 1),  # many validation cases: at least one each
+    (1000, 4, 50),
+])
+def test_planned_pseudo_patches_are_a_fifth_of_an_epochs_training_patches(train_patches, val_cases, expected):
+    from medseg.training.validation import planned_patches
+
+    assert planned_patches(train_patches, val_cases) == expected
