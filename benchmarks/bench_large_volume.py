@@ -68,7 +68,7 @@ def main() -> None:
     medseg = [sys.executable, "-m", "medseg.cli.main"]
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        subprocess.run([*medseg, "synth", str(t / "small"), "--train-cases", "4", "--test-cases", "0", "--size", "32"],
+        subprocess.run([*medseg, "synth", str(t / "small"), "--train-cases", "6", "--test-cases", "0", "--size", "32"],
                        check=True, capture_output=True)
         subprocess.run([*medseg, "train", "--data", str(t / "small"), "--out", str(t / "run"), "--epochs", "1",
                         "--pixdim", *map(str, spacing), "--patch-size", "64", "64", "16", "--channels", "8", "16",

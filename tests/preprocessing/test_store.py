@@ -200,3 +200,32 @@ def test_preprocess_command(small, tmp_path, capsys):
     assert "4 written now" in capsys.readouterr().out
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2  # a new store for the new spacing
     assert main(["preprocess", str(dataset.root), "--workers", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_a_killed_preprocess_resumes_to_the_same_store(small, tmp_path):
+    """SIGKILL `medseg preprocess` once a case is stored; the rerun writes the rest, byte-identical to a full run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    dataset, _ = small
+    cmd = [sys.executable, "-m", "medseg.cli.main", "preprocess", str(dataset.root), "--workers", "1", "--device", "cpu"]
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and not list((tmp_path / "killed").glob("*/case_*")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    [store] = list((tmp_path / "killed").iterdir())
+    done = [p.name for p in store.glob("case_*")]
+    if len(done) == len(dataset.training):
+        pytest.skip("the run finished before it could be killed")
+    assert not (store / "store.json").exists()
+    out = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], capture_output=True, text=True, check=True).stdout
+    assert f"{len(dataset.training) - len(done)} written now, {len(done)} reused" in out
+    from medseg.plan.planner import plan_dataset
+
+    full, _ = preprocess_store(dataset, plan_dataset(dataset, device="cpu")[1], tmp_path / "full")  # uninterrupted
+    assert full.path.name == store.name and _manifests(full.path) == _manifests(store)
