@@ -75,8 +75,9 @@ def mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
 def _train(tmp_path: Path, data: Path, uri: str, epochs: int):
     from medseg.training.train import TrainConfig, train
 
+    # full validation every epoch (the planned schedule validates fully only when it counts)
     cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), tracking_uri=uri, experiment="server-tests",
-                      **{**TINY_TRAIN, "epochs": epochs})
+                      **{**TINY_TRAIN, "epochs": epochs, "val_interval": 1})
     return train(cfg)
 
 
