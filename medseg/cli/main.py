@@ -6,11 +6,11 @@ import argparse
 import importlib
 import logging
 import sys
-import warnings
 from collections.abc import Sequence
 
 from medseg import __version__
 from medseg.errors import InputError
+from medseg.utils.quiet import silence_third_party_notices
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -62,10 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("mlflow", "alembic", "urllib3", "git", "matplotlib", "PIL", "numexpr"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # MONAI's LoadImage builds a pydicom reader whenever pydicom is installed (the dicom extra) and says, twice,
-    # that NVIDIA's nvImageCodec is absent: nothing a user can act on (medseg reads DICOM with highdicom)
-    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
+    silence_third_party_notices()
     try:
         return int(args._run(args) or 0)
     except InputError as exc:

@@ -26,8 +26,12 @@ from monai import transforms as mt
 from medseg.plan.planner import Plan
 from medseg.preprocessing.augment import augmentation, read_padding, read_size
 from medseg.transforms.intensity import NormalizeChannelsd
+from medseg.utils.quiet import silence_third_party_notices
 
 __all__ = ["preprocessing", "train_transforms", "patch_transforms", "val_transforms", "stored_val_transforms", "inference_transforms", "nonzero"]
+
+
+silence_third_party_notices()  # worker processes import this module to unpickle the transforms
 
 
 def nonzero(image: torch.Tensor) -> torch.Tensor:
