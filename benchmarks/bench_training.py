@@ -17,11 +17,11 @@ import torch
 from monai.data import CacheDataset, DataLoader, Dataset
 from monai.utils import set_determinism
 
+from medseg.bundle.params import BundleParams
 from medseg.data.datalist import load_dataset
 from medseg.data.synth import SynthConfig, synthesise_dataset
 from medseg.losses import create_loss
 from medseg.plan.network import build_network
-from medseg.bundle.params import BundleParams
 from medseg.preprocessing.pipeline import train_transforms
 
 

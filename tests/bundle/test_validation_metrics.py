@@ -11,9 +11,9 @@ import pytest
 import torch
 from ignite.engine import Events
 
-from medseg.utils.trust import load_config
 from medseg.cli.main import main
 from medseg.plan.network import build_network
+from medseg.utils.trust import load_config
 from tests.bundle.conftest import BUNDLE, HAS_FIRE, TINY_CHANNELS, TINY_OVERRIDES, TINY_STRIDES, monai_bundle
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from medseg.errors import InputError
 from medseg.utils.trust import (
     CorruptCheckpointError,
     UnsafeCheckpointError,
@@ -19,7 +20,6 @@ from medseg.utils.trust import (
     load_config,
     safe_torch_load,
 )
-from medseg.errors import InputError
 
 SAFE = {
     "imports": [],
