@@ -223,7 +223,8 @@ def test_a_killed_preprocess_resumes_to_the_same_store(small, tmp_path):
     if len(done) == len(dataset.training):
         pytest.skip("the run finished before it could be killed")
     assert not (store / "store.json").exists()
-    out = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], capture_output=True, text=True, check=True,
+                         timeout=300).stdout
     assert f"{len(dataset.training) - len(done)} written now, {len(done)} reused" in out
     from medseg.plan.planner import plan_dataset
 
