@@ -47,17 +47,18 @@ def test_explicit_interval_validates_every_n_epochs_and_the_last():
 
 
 def test_planned_schedule_runs_on_a_new_best_within_the_budget():
-    s = ValidationSchedule(epochs=100, interval=None, budget=0.2)
-    assert s.update(1, 0.1, train_s=10.0)  # the first: the cost is not known yet
-    s.ran_full(1, seconds=5.0)  # a full validation costs half an epoch
-    assert not s.update(2, 0.2, train_s=10.0)  # a new best, but 5 + 5 > 0.2 * 20
-    assert not s.update(3, 0.3, train_s=10.0)  # 10 > 0.2 * 30
-    assert not s.update(4, 0.4, train_s=10.0)  # 10 > 0.2 * 40
-    assert s.update(5, 0.5, train_s=10.0)  # 10 <= 0.2 * 50: affordable again
-    s.ran_full(5, seconds=5.0)
-    assert not s.update(6, 0.0, train_s=10.0)  # no new best (the average fell), not yet due
+    s = ValidationSchedule(epochs=100, interval=None, budget=0.2)  # period: 10 epochs
+    for e in range(1, 10):  # new bests every epoch, but the first period is a warm-up: no full validation
+        assert not s.update(e, 0.05 * e, train_s=10.0)
+    assert s.update(10, 0.5, train_s=10.0)  # the first period: it runs, its cost is not known yet
+    s.ran_full(10, seconds=15.0)  # a full validation costs 1.5 epochs
+    for e in range(11, 15):  # new bests, but 15 + 15 > 0.2 * 110 ... 0.2 * 140
+        assert not s.update(e, 0.05 * e, train_s=10.0)
+    assert s.update(15, 0.75, train_s=10.0)  # 30 <= 0.2 * 150: affordable again
+    s.ran_full(15, seconds=15.0)
+    assert not s.update(16, 0.0, train_s=10.0)  # no new best (the average fell), not yet due
     assert s.update(100, 0.0, train_s=10.0)  # the last epoch always
-    assert s.share == pytest.approx(10.0 / 70.0)
+    assert s.share == pytest.approx(30.0 / 170.0)
 
 
 def test_planned_schedule_is_due_every_tenth_of_the_run():
@@ -67,7 +68,7 @@ def test_planned_schedule_is_due_every_tenth_of_the_run():
         if s.update(e, 0.5, 1.0):
             s.ran_full(e, 0.01)
             runs.append(e)
-    assert runs == [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 20]  # every ceil(20 / 10) = 2 epochs, and the last
+    assert runs == [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]  # every ceil(20 / 10) = 2 epochs, the last among them
 
 
 def test_a_run_logs_the_pseudo_dice_every_epoch_and_keeps_the_full_names(tiny_run):
@@ -86,11 +87,11 @@ def test_a_run_logs_the_pseudo_dice_every_epoch_and_keeps_the_full_names(tiny_ru
 
 
 @pytest.mark.parametrize(("train_patches", "val_cases", "expected"), [
-    (38, 5, 2),  # the demo: 19 cases x 2 patches; a fifth is 7.6, 1.52 per case -> 2
+    (40, 5, 1),  # the demo: 10 iterations x 2 x 2 patches; a tenth is 4, 0.8 per case -> 1
     (400, 100, 1),  # many validation cases: at least one each
-    (1000, 4, 50),
+    (1000, 4, 25),
 ])
-def test_planned_pseudo_patches_are_a_fifth_of_an_epochs_training_patches(train_patches, val_cases, expected):
+def test_planned_pseudo_patches_are_a_tenth_of_an_epochs_training_patches(train_patches, val_cases, expected):
     from medseg.training.validation import planned_patches
 
     assert planned_patches(train_patches, val_cases) == expected
