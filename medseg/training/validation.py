@@ -3,8 +3,8 @@
 - :class:`PseudoDice`: nnU-Net's online "pseudo Dice": a fixed set of validation patches (drawn once,
   with a fixed seed and the plan's class ratios, from the validation volumes), predicted each epoch
   (planned count: :data:`PSEUDO_FRACTION` of the training patches of an epoch, at least one per case;
-  a forward pass in eval mode costs about half a training step on the CPU, so this is about 5% of the
-  epoch; nnU-Net's fifth of an epoch, sized for a GPU, measured 12% of the demo's epoch on 2 cores);
+  a forward pass in eval mode costs about half a training step per patch on the CPU, so this is about
+  5% of the epoch, 6% measured on the demo with 2 cores; nnU-Net's fifth, sized for a GPU, measured 12%);
   true positives, false positives and false negatives are summed per class over all patches, then
   ``Dice_c = 2 TP / (2 TP + FP + FN)`` (classes with none of the three are left out of the mean).
   Metric names: ``val_pseudo_dice`` (mean over foreground classes or regions) and
