@@ -22,6 +22,7 @@ contrast            ``RandScaleIntensityFixedMeand`` (mean kept, range kept)    
 low_resolution      medseg ``RandSimulateLowResolutiond`` (in-plane in dummy 2D)  image
 gamma_inverted      ``RandAdjustContrastd(invert_image=True, retain_stats=True)``  image
 gamma               ``RandAdjustContrastd(retain_stats=True)``                    image
+clip                medseg ``ClipChannelsd`` (CT: the normalisation's window)     image
 mirror              ``RandFlipd`` per axis                                        all
 ==================  ============================================================  ==========
 
@@ -38,6 +39,7 @@ from monai import transforms as mt
 from medseg.plan.augmentation import augmentation_of, read_box
 from medseg.plan.planner import Plan
 from medseg.transforms.acquisition import RandBiasFieldd
+from medseg.transforms.intensity import ClipChannelsd
 from medseg.transforms.spatial import RandPatchAffined, RandSimulateLowResolutiond
 
 __all__ = ["read_size", "read_padding", "augmentation"]
@@ -99,6 +101,7 @@ def _intensity(aug: dict[str, Any]) -> list[mt.Transform]:
         "gamma_inverted": lambda s: mt.RandAdjustContrastd(img, prob=s["prob"], gamma=tuple(s["range"]),
                                                            invert_image=True, retain_stats=True),
         "gamma": lambda s: mt.RandAdjustContrastd(img, prob=s["prob"], gamma=tuple(s["range"]), retain_stats=True),
+        "clip": lambda s: ClipChannelsd(img, s["windows"]),
     }
     return [make(aug[name]) for name, make in build.items() if name in aug and aug[name]["prob"] > 0]
 

@@ -8,6 +8,11 @@ Formula, channel ``c``:
   elsewhere (nnU-Net's ZScoreNormalization with the nonzero mask; MONAI ``NormalizeIntensity``
   with ``nonzero=True``).
 - ``none``: unchanged.
+
+:class:`ClipChannelsd` clamps each channel to a window in normalised units: training augmentation ends
+with it on CT (the window is the plan's ``[lower, upper]`` HU clip, normalised), so an offset, noise or
+contrast change drawn on the normalised patch is clipped as the same change in Hounsfield units would be
+by the normalisation at inference.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 
-__all__ = ["normalize_channels", "NormalizeChannels", "NormalizeChannelsd", "SCHEMES"]
+__all__ = ["normalize_channels", "NormalizeChannels", "NormalizeChannelsd", "ClipChannelsd", "ct_windows",
+           "SCHEMES"]
 
 SCHEMES = ("ct", "zscore", "none")
 
@@ -77,4 +83,37 @@ class NormalizeChannelsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.transform(d[key])
+        return d
+
+
+def ct_windows(norms: Sequence[Any]) -> list[list[float]] | None:
+    """Each channel's CT clip ``[lower, upper]`` in normalised units, or ``None`` when a channel is not ``ct``."""
+    out = []
+    for norm in norms:
+        n = _scheme(norm)
+        if n["scheme"] != "ct":
+            return None
+        std = float(n["std"])
+        out.append([round((float(n["lower"]) - float(n["mean"])) / std, 6),
+                    round((float(n["upper"]) - float(n["mean"])) / std, 6)])
+    return out
+
+
+class ClipChannelsd(MapTransform):
+    """Clamp channel ``c`` of each key ``(C, *spatial)`` to ``windows[c] = [low, high]``."""
+
+    def __init__(self, keys: KeysCollection, windows: Sequence[Sequence[float]], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.windows = [(float(lo), float(hi)) for lo, hi in windows]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key]
+            if x.shape[0] != len(self.windows):
+                raise ValueError(f"{key}: {x.shape[0]} channel(s) but {len(self.windows)} clip window(s)")
+            out = x.clone() if isinstance(x, torch.Tensor) else torch.as_tensor(x).clone()
+            for c, (lo, hi) in enumerate(self.windows):
+                out[c] = out[c].clamp(lo, hi)
+            d[key] = out
         return d
