@@ -37,6 +37,13 @@ def test_ct_offset_and_noise_are_planned_in_hounsfield_units():
     assert aug["bias_field"]["prob"] == 0.0
 
 
+def test_ct_augmentation_ends_with_the_normalisation_window_and_mri_has_none():
+    aug = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "CT"}, [ChannelNorm("ct", -100, 200, 100.0, 25.0)])
+    assert aug["clip"] == {"prob": 1.0, "windows": [[-8.0, 4.0]]}  # (-100 - 100) / 25, (200 - 100) / 25
+    mr = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "T1"}, [ChannelNorm("zscore")])
+    assert mr["clip"]["prob"] == 0.0
+
+
 def test_mri_gets_a_bias_field_and_no_offset():
     aug = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "T1", 1: "T2"}, [ChannelNorm("zscore")] * 2)
     assert aug["bias_field"]["prob"] > 0 and aug["offset"]["prob"] == 0.0

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from monai.transforms import Randomizable
 
 from medseg.data.datalist import LabelSpec
 from medseg.plan.augmentation import apply_overrides, plan_augmentation
@@ -60,13 +61,51 @@ def test_every_transform_on_keeps_the_label_on_the_image(seed):
     transforms = augmentation(plan, ["image", "label"], ["bilinear", "nearest"])
     data = _box(plan)
     for t in transforms:
-        t.set_random_state(seed)
+        if isinstance(t, Randomizable):  # the clip is deterministic
+            t.set_random_state(seed)
         data = t(data)
     image, label = torch.as_tensor(data["image"]), torch.as_tensor(data["label"])
     assert tuple(image.shape[1:]) == plan.patch_size == tuple(label.shape[1:])
     assert set(torch.unique(label).tolist()) <= {0.0, 1.0} and label.sum() > 0
     # the organ is still where the bright voxels are (the intensity transforms are monotone here)
     assert image[label == 1].mean() > image[label == 0].mean() + 0.5
+
+
+def _augmented_image(plan: Plan, seed: int, scale: float = 3.0) -> torch.Tensor:
+    data = _box(plan)
+    data["image"] = data["image"] * scale
+    for t in augmentation(plan, ["image", "label"], ["bilinear", "nearest"]):
+        if isinstance(t, Randomizable):  # the clip is deterministic
+            t.set_random_state(seed)
+        data = t(data)
+    return torch.as_tensor(data["image"])
+
+
+def test_ct_intensities_stay_inside_the_normalisation_window():
+    # offset, noise, brightness, contrast and both gammas at probability 1 push values out; the clip ends the chain
+    probs = {f"{k}.prob": 1.0 for k in ("noise", "blur", "brightness", "offset", "contrast", "low_resolution",
+                                         "gamma_inverted", "gamma")}
+    plan, unclipped = _plan(**probs), _plan(**probs, **{"clip.prob": 0.0})
+    lo, hi = plan.augmentation["clip"]["windows"][0]  # [-8, 4]; the box is [-6, 6], partly outside already
+    outside = 0
+    for seed in range(6):
+        image = _augmented_image(plan, seed)
+        assert image.min() >= lo and image.max() <= hi
+        raw = _augmented_image(unclipped, seed)
+        outside += int(raw.min() < lo or raw.max() > hi)
+    assert outside >= 4  # without the clip most draws leave the window (5 of these 6)
+
+
+def test_an_offset_on_the_normalised_patch_then_the_clip_equals_the_offset_in_hounsfield_units():
+    from medseg.transforms.intensity import ClipChannelsd, ct_windows, normalize_channels
+
+    norm = [ChannelNorm("ct", lower=-100, upper=200, mean=100.0, std=25.0)]
+    rng = np.random.default_rng(0)
+    hu = torch.as_tensor(rng.uniform(-100, 200, size=(1, 12, 12, 6)), dtype=torch.float32)  # inside the window
+    clip = ClipChannelsd("image", ct_windows(norm))
+    for delta in (-150.0, -60.0, 35.0, 60.0, 250.0):
+        augmented = clip({"image": normalize_channels(hu, norm) + delta / 25.0})["image"]
+        torch.testing.assert_close(augmented, normalize_channels(hu + delta, norm), atol=1e-5, rtol=0)
 
 
 def test_dummy_2d_rotates_about_the_coarse_axis_only():
