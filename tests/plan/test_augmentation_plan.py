@@ -44,6 +44,13 @@ def test_ct_augmentation_ends_with_the_normalisation_window_and_mri_has_none():
     assert mr["clip"]["prob"] == 0.0
 
 
+def test_gamma_is_for_mri_only():
+    ct = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "CT"}, [ChannelNorm("ct", -100, 200, 100.0, 25.0)])
+    mr = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "T1"}, [ChannelNorm("zscore")])
+    assert ct["gamma"]["prob"] == ct["gamma_inverted"]["prob"] == 0.0
+    assert (mr["gamma"]["prob"], mr["gamma_inverted"]["prob"]) == (0.3, 0.1)  # nnU-Net's
+
+
 def test_mri_gets_a_bias_field_and_no_offset():
     aug = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "T1", 1: "T2"}, [ChannelNorm("zscore")] * 2)
     assert aug["bias_field"]["prob"] > 0 and aug["offset"]["prob"] == 0.0
