@@ -23,27 +23,32 @@ def planned(tiny_dataset):
 
 
 def _cache_growth(root: str) -> tuple[int, int]:
-    """In a fresh process: ``(estimate, PSS growth)`` while MONAI's CacheDataset fills with the cases of ``root``."""
+    """In a fresh process: ``(estimate, USS growth)`` while MONAI's CacheDataset fills with the cases of ``root``.
+
+    USS (memory private to the process), not PSS: PSS also charges a share of library pages first touched
+    while caching, and that share depends on how many other processes map the same libraries.
+    """
     from monai.data import CacheDataset
 
     from medseg.preprocessing.pipeline import train_transforms
 
     dataset = load_dataset(root)
     plan, _ = make_plan(extract_fingerprint(dataset), dataset, ComputeBudget.for_device("cpu"), {})
-    CacheDataset(dataset.training[:1], train_transforms(plan), num_workers=1, progress=False)  # warm-up: imports
+    # warm-up (imports, first-call buffers), kept alive so the measured cache cannot reuse its memory
+    warm = CacheDataset(dataset.training[:1], train_transforms(plan), num_workers=1, progress=False)
     files = dataset.training[1:]
     proc = psutil.Process()
     gc.collect()
-    before = proc.memory_full_info().pss
+    before = proc.memory_full_info().uss
     cache = CacheDataset(files, train_transforms(plan), cache_rate=1.0, num_workers=1, progress=False)
     gc.collect()
-    grown = proc.memory_full_info().pss - before
-    assert len(cache) == len(files)
+    grown = proc.memory_full_info().uss - before
+    assert len(cache) == len(files) and len(warm) == 1
     return loaders.estimate_cache_bytes(plan, files, [], 1.0, distance_map=False), grown
 
 
 def test_the_ram_estimate_matches_what_a_cache_dataset_takes(tmp_path):
-    """PSS growth while MONAI's CacheDataset fills, within 30% of the estimate (64 x 64 x 32-voxel cases).
+    """Memory growth while MONAI's CacheDataset fills, within 30% of the estimate (64 x 64 x 32-voxel cases).
 
     Measured in a fresh process: in a long-lived test worker the allocator reuses memory freed by earlier
     tests, and the growth would read low.
