@@ -21,7 +21,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medseg-demo", description=__doc__.strip().splitlines()[0])
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    p.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
     p.add_argument("--val-interval", type=int, default=5,
                    help="full validation every N epochs (default 5; 0: the planned schedule)")
     p.add_argument("--train-cases", type=int, default=24)
