@@ -69,10 +69,9 @@ def main() -> None:
     for a, b in zip(results["light"]["rows"], results["planned"]["rows"], strict=True):
         print(f"{a['shift']:<14}{a['delta_mean_dice']:>+12.3f}{b['delta_mean_dice']:>+14.3f}")
     Path(out).mkdir(parents=True, exist_ok=True)
-    (out / f"bench_robustness_seed{args.seed}.json").write_text(json.dumps({"epochs": args.epochs, "seed": args.seed,
-                                                                          "train_s": train_s,
-                                                           "runs": {k: str(v) for k, v in runs.items()},
-                                                           "results": results}, indent=2) + "\n")
+    report = {"epochs": args.epochs, "seed": args.seed, "train_s": train_s,
+              "runs": {k: str(v) for k, v in runs.items()}, "results": results}
+    (out / f"bench_robustness_seed{args.seed}.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -104,16 +104,14 @@ class ClipChannelsd(MapTransform):
 
     def __init__(self, keys: KeysCollection, windows: Sequence[Sequence[float]], allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.windows = [(float(lo), float(hi)) for lo, hi in windows]
+        self.low, self.high = torch.tensor([[float(w[0]), float(w[1])] for w in windows]).T
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            x = d[key]
-            if x.shape[0] != len(self.windows):
-                raise ValueError(f"{key}: {x.shape[0]} channel(s) but {len(self.windows)} clip window(s)")
-            out = x.clone() if isinstance(x, torch.Tensor) else torch.as_tensor(x).clone()
-            for c, (lo, hi) in enumerate(self.windows):
-                out[c] = out[c].clamp(lo, hi)
-            d[key] = out
+            x = torch.as_tensor(d[key])
+            if x.shape[0] != len(self.low):
+                raise ValueError(f"{key}: {x.shape[0]} channel(s) but {len(self.low)} clip window(s)")
+            shape = (-1,) + (1,) * (x.ndim - 1)  # one bound per channel, broadcast over the voxels
+            d[key] = torch.clamp(x, self.low.to(x.dtype).view(shape), self.high.to(x.dtype).view(shape))
         return d
