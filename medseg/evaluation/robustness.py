@@ -107,9 +107,7 @@ def _thick(x, spacing, modality, rng):  # noqa: ANN001, ANN202
 
 
 def _bias(x, spacing, modality, rng):  # noqa: ANN001, ANN202
-    log_field = np.log(acq.bias_field(x.shape, acq.bias_coefficients(3, 1.0, rng)))
-    field = np.exp(0.2 * log_field / max(float(np.abs(log_field).max()), 1e-6)).astype(np.float32)
-    return acq.apply_bias_field(x, field, floor=0.0)
+    return acq.apply_bias_field(x, acq.bounded_bias_field(x.shape, 3, 0.2, rng), floor=0.0)
 
 
 BATTERY: tuple[Shift, ...] = (

@@ -87,7 +87,8 @@ def _intensity(aug: dict[str, Any]) -> list[mt.Transform]:
     """The planned intensity transforms on ``image`` (those with a probability above zero)."""
     img = "image"
     build = {
-        "bias_field": lambda s: RandBiasFieldd(img, prob=s["prob"], degree=s["degree"], coeff_max=s["coeff_max"]),
+        "bias_field": lambda s: RandBiasFieldd(img, prob=s["prob"], degree=s["degree"],
+                                                  amplitude_max=s["amplitude_max"]),
         "noise": lambda s: mt.RandGaussianNoised(img, prob=s["prob"], mean=0.0, std=s["std_max"], sample_std=True),
         "blur": lambda s: mt.RandGaussianSmoothd(img, sigma_x=s["sigma"], sigma_y=s["sigma"], sigma_z=s["sigma"],
                                                  prob=s["prob"]),

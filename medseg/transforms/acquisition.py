@@ -13,7 +13,9 @@ MR units, with the voxel spacing in mm) and, for the bias field, by training aug
   (a box slice profile ``factor`` times as thick), then linearly interpolated back to the original
   slice positions, so the image keeps its grid and affine while its through-plane detail is lost.
 - :func:`bias_field`: ``exp(sum c_ijk P_i(x) P_j(y) P_k(z))`` with Legendre polynomials ``P`` on
-  [-1, 1] per axis, ``i + j + k <= degree`` (MONAI ``RandBiasField``'s field); :func:`apply_bias_field`
+  [-1, 1] per axis, ``i + j + k <= degree`` (MONAI ``RandBiasField``'s field); :func:`bounded_bias_field`
+  rescales its exponent to a stated amplitude (a coil's field stays within tens of percent, while
+  random Legendre coefficients alone give ratios of 10x across a patch); :func:`apply_bias_field`
   multiplies ``x - floor`` by it so a zero background stays zero.
 
 Arrays are ``(X, Y, Z)`` numpy (one channel) unless stated; outputs are float32.
@@ -31,7 +33,7 @@ from monai.transforms import MapTransform, Randomizable
 from scipy import ndimage
 
 __all__ = ["offset", "contrast", "add_noise", "blur", "thicker_slices", "bias_field", "bias_coefficients",
-           "apply_bias_field", "RandBiasFieldd"]
+           "bounded_bias_field", "apply_bias_field", "RandBiasFieldd"]
 
 
 def _mask(x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -102,6 +104,14 @@ def bias_field(shape: Sequence[int], coeffs: np.ndarray) -> np.ndarray:
     return np.exp(legendre.leggrid3d(*axes, coeffs)).astype(np.float32)
 
 
+def bounded_bias_field(shape: Sequence[int], degree: int, amplitude: float, rng: np.random.Generator) -> np.ndarray:
+    """A random field of ``degree`` (:func:`bias_coefficients` with unit range) whose log spans exactly
+    ``[-amplitude, amplitude]`` at its extreme: values within ``[exp(-amplitude), exp(amplitude)]``."""
+    log_field = np.log(bias_field(shape, bias_coefficients(degree, 1.0, rng)))
+    peak = max(float(np.abs(log_field).max()), 1e-6)
+    return np.exp(float(amplitude) * log_field / peak).astype(np.float32)
+
+
 def apply_bias_field(x: np.ndarray | torch.Tensor, field: np.ndarray, floor: float | None = None) -> Any:
     """``(x - floor) * field + floor`` (``floor``: ``x.min()`` when None) for ``x`` ``(*spatial)`` or ``(C, *spatial)``."""
     if isinstance(x, torch.Tensor):
@@ -114,37 +124,42 @@ def apply_bias_field(x: np.ndarray | torch.Tensor, field: np.ndarray, floor: flo
 
 
 class RandBiasFieldd(Randomizable, MapTransform):
-    """With probability ``prob``, a smooth multiplicative field of ``degree`` with coefficients up to ``coeff_max``
-    (:func:`bias_coefficients`, :func:`bias_field`) applied to ``x - min`` per channel (:func:`apply_bias_field`).
+    """With probability ``prob``, a smooth multiplicative field of ``degree`` whose log amplitude is drawn
+    uniformly in ``[0, amplitude_max]`` (:func:`bounded_bias_field`), applied to ``x - min`` per channel
+    (:func:`apply_bias_field`).
 
     MONAI's ``RandBiasField`` multiplies the values themselves, which on a z-scored image (mean 0) flips
     nothing dark to bright but scales the dark and bright sides in opposite directions; measured from the
-    minimum, the field brightens and darkens tissue as a coil does.
+    minimum, the field brightens and darkens tissue as a coil does. MONAI's field is also unbounded: its
+    coefficients, summed over 19 terms of degree 3, reach ratios of several times across a patch.
     """
 
-    def __init__(self, keys: KeysCollection, prob: float = 0.3, degree: int = 3, coeff_max: float = 0.3,
+    def __init__(self, keys: KeysCollection, prob: float = 0.3, degree: int = 3, amplitude_max: float = 0.3,
                  allow_missing_keys: bool = False) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         if not 0.0 <= prob <= 1.0:
             raise ValueError(f"prob must be in [0, 1], got {prob!r}")
-        if degree < 1 or coeff_max < 0:
-            raise ValueError(f"degree must be >= 1 and coeff_max >= 0, got {degree!r} and {coeff_max!r}")
-        self.prob, self.degree, self.coeff_max = float(prob), int(degree), float(coeff_max)
-        self.coeffs: np.ndarray | None = None
+        if degree < 1 or amplitude_max < 0:
+            raise ValueError(f"degree must be >= 1 and amplitude_max >= 0, got {degree!r} and {amplitude_max!r}")
+        self.prob, self.degree, self.amplitude_max = float(prob), int(degree), float(amplitude_max)
+        self.rng: np.random.Generator | None = None
+        self.amplitude = 0.0
 
     def randomize(self, data: Any = None) -> None:
         do = self.R.rand() < self.prob
-        rng = np.random.default_rng(self.R.randint(2**31))
-        self.coeffs = bias_coefficients(self.degree, self.coeff_max, rng) if do else None
+        self.amplitude = float(self.R.uniform(0.0, self.amplitude_max))
+        self.rng = np.random.default_rng(self.R.randint(2**31)) if do else None
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         self.randomize()
-        if self.coeffs is None:
+        if self.rng is None:
             return d
+        field: np.ndarray | None = None
         for key in self.key_iterator(d):
             img = d[key]
-            field = bias_field(img.shape[1:], self.coeffs)
+            if field is None:
+                field = bounded_bias_field(img.shape[1:], self.degree, self.amplitude, self.rng)
             channels = [apply_bias_field(img[c], field) for c in range(img.shape[0])]
             d[key] = torch.stack(channels) if isinstance(img, torch.Tensor) else np.stack(channels)
         return d

@@ -7,7 +7,14 @@ import math
 import pytest
 
 from medseg.errors import InputError
-from medseg.plan.augmentation import apply_overrides, flatten, parse_overrides, plan_augmentation, read_box
+from medseg.plan.augmentation import (
+    apply_overrides,
+    augmentation_of,
+    flatten,
+    parse_overrides,
+    plan_augmentation,
+    read_box,
+)
 from medseg.plan.planner import ChannelNorm
 
 
@@ -55,6 +62,17 @@ def test_mri_gets_a_bias_field_and_no_offset():
     aug = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "T1", 1: "T2"}, [ChannelNorm("zscore")] * 2)
     assert aug["bias_field"]["prob"] > 0 and aug["offset"]["prob"] == 0.0
     assert aug["noise"]["std_max"] == pytest.approx(math.sqrt(0.1), abs=1e-4)
+    assert aug["bias_field"]["amplitude_max"] == 0.3
+
+
+def test_a_plan_saved_with_an_unbounded_bias_field_gets_the_bounded_one():
+    from types import SimpleNamespace
+
+    saved = plan_augmentation((1, 1, 1), (32, 32, 32), {0: "T1"}, [ChannelNorm("zscore")])
+    saved["bias_field"] = {"prob": 0.3, "coeff_max": 0.3, "degree": 3}
+    plan = SimpleNamespace(augmentation=saved)
+    assert augmentation_of(plan)["bias_field"] == {"prob": 0.3, "amplitude_max": 0.3, "degree": 3}
+    assert saved["bias_field"]["coeff_max"] == 0.3  # the plan itself is left as it was
 
 
 def test_read_box_is_larger_for_rotation_and_exact_for_the_light_recipe():

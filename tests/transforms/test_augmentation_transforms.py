@@ -10,7 +10,13 @@ import pytest
 import torch
 from monai import transforms as mt
 
-from medseg.transforms.acquisition import RandBiasFieldd, apply_bias_field, bias_field
+from medseg.transforms.acquisition import (
+    RandBiasFieldd,
+    apply_bias_field,
+    bias_coefficients,
+    bias_field,
+    bounded_bias_field,
+)
 from medseg.transforms.spatial import (
     RandPatchAffined,
     RandSimulateLowResolutiond,
@@ -172,13 +178,25 @@ def test_bias_field_equals_monais_field():
 
 
 def test_bias_field_ratio_within_range_and_measured_from_the_minimum():
-    x, outs = _draws(RandBiasFieldd("image", prob=1.0, degree=3, coeff_max=0.3))
-    bound = math.exp(0.3 * 19)  # 19 non-constant terms, |Legendre| <= 1 on [-1, 1]
+    x, outs = _draws(RandBiasFieldd("image", prob=1.0, degree=3, amplitude_max=0.3))
+    peaks = []
     for o in outs:
         ratio = ((o - x.min()) / (x - x.min()))[x > x.min() + 0.5]
-        assert (ratio > 1 / bound).all() and (ratio < bound).all() and ratio.std() > 0
+        log_ratio = np.log(ratio.numpy())
+        assert np.abs(log_ratio).max() <= 0.3 + 1e-4 and ratio.std() > 0
+        peaks.append(float(np.abs(log_ratio).max()))
         assert float(o.min()) == pytest.approx(float(x.min()), abs=1e-4)  # the floor stays where it was
+    assert max(peaks) > 0.1  # amplitudes are drawn over the range, not all near zero
     assert np.allclose(apply_bias_field(np.zeros(PATCH), np.full(PATCH, 1.5, np.float32), floor=0.0), 0.0)
+
+
+def test_bounded_bias_field_peaks_at_the_amplitude_while_raw_coefficients_do_not():
+    rng = np.random.default_rng(3)
+    for amplitude in (0.05, 0.2, 0.3):
+        log_field = np.log(bounded_bias_field(PATCH, 3, amplitude, rng))
+        assert np.abs(log_field).max() == pytest.approx(amplitude, rel=1e-5)
+    raw = bias_field(PATCH, bias_coefficients(3, 0.3, np.random.default_rng(3)))
+    assert raw.max() / raw.min() > math.exp(0.6)  # what the bound prevents: far beyond exp(2 * 0.3)
 
 
 def test_intensity_transforms_leave_the_label_alone():
