@@ -56,11 +56,12 @@ from medseg.errors import InputError
 from medseg.transforms.intensity import ct_windows
 
 __all__ = ["plan_augmentation", "augmentation_of", "apply_overrides", "parse_overrides", "flatten", "read_box", "RECIPES",
-           "ANISOTROPY", "CT_OFFSET_HU", "CT_NOISE_HU", "MAX_READ_SCALE"]
+           "ANISOTROPY", "CT_OFFSET_HU", "CT_NOISE_HU", "MR_BIAS_AMPLITUDE", "MAX_READ_SCALE"]
 
 ANISOTROPY = 3.0
 CT_OFFSET_HU = 60.0
 CT_NOISE_HU = 50.0
+MR_BIAS_AMPLITUDE = 0.3  # the bias field stays within exp(+-a), a drawn up to this
 MAX_READ_SCALE = 1.2  # the read box covers scaling up to this factor; beyond it the border is repeated
 RECIPES = ("planned", "light")
 _NNUNET_NOISE_SD = math.sqrt(0.1)
@@ -99,7 +100,7 @@ def plan_augmentation(spacing: Sequence[float], patch_size: Sequence[int], chann
         "rotation": {"prob": 0.2, "range_rad": rot},
         "scale": {"prob": 0.2, "range": [0.7, 1.4], "axes": [a for a in range(3) if not (dummy_2d and a == coarse)]},
         "mirror": {"prob": 0.5, "axes": [0, 1, 2]},
-        "bias_field": {"prob": 0.0 if ct else 0.3, "amplitude_max": 0.3, "degree": 3},
+        "bias_field": {"prob": 0.0 if ct else 0.3, "amplitude_max": MR_BIAS_AMPLITUDE, "degree": 3},
         "noise": {"prob": 0.2 if ct else 0.1, "std_max": round(noise_max, 4)},
         "blur": {"prob": 0.2, "sigma": [0.5, 1.0]},
         "brightness": {"prob": 0.15, "range": [0.75, 1.25]},
@@ -120,7 +121,7 @@ def augmentation_of(plan: Any) -> dict[str, Any]:
         bias = aug.get("bias_field")
         if isinstance(bias, dict) and "coeff_max" in bias:  # a plan from before the field was bounded
             bias.pop("coeff_max")
-            bias["amplitude_max"] = 0.3
+            bias["amplitude_max"] = MR_BIAS_AMPLITUDE
         return aug
     return plan_augmentation(plan.spacing, plan.patch_size, plan.channel_names, plan.normalization)
 
