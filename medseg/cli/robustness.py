@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(MRI); default every shift for the model's modality")
     parser.add_argument("--modality", choices=("CT", "MR"), default=None,
                         help="battery to apply (default: from the model's channels)")
+    parser.add_argument("--dataset", default=None, metavar="PATH",
+                        help="dataset folder or dataset.json naming the labels (default: one beside --labels, "
+                        "else the model's label names)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise and bias-field draws (default 0)")
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="evaluation processes (default 1)")
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--labels {args.labels}: not a folder")
     shifts = [s.strip() for s in args.shifts.split(",") if s.strip()] if args.shifts else None
     result = run_robustness(args.model, args.images, args.labels, args.out, shifts=shifts, device=args.device,
-                            seed=args.seed, workers=args.workers, modality=args.modality)
+                            seed=args.seed, workers=args.workers, modality=args.modality, dataset=args.dataset)
     print(text_table(result))
     print(f"\nreport: {Path(args.out) / 'robustness.html'} (+ robustness.json, robustness.md, robustness.png)")
     return 0

@@ -166,23 +166,50 @@ def _scores(summary: dict[str, Any]) -> dict[str, Any]:
             "mean_dice": summary["mean_foreground"]["dice"], "mean_hd95": summary["mean_foreground"]["hd95"]}
 
 
+def _label_source(dataset: str | Path | None, labels: str | Path, spec: Any, out: Path) -> Path:
+    """The ``dataset.json`` that names the labels: ``dataset``, the one found beside ``labels``, or
+    ``out/labels.json`` written from the model's label specification (nnU-Net v2 style)."""
+    import json
+
+    from medseg.evaluation.evaluate import find_dataset_json
+
+    found = Path(dataset) if dataset is not None else find_dataset_json(labels)
+    if found is not None:
+        return found
+    if spec.is_regions:
+        table: dict[str, Any] = {"background": 0, **{k: list(v) for k, v in spec.regions.items()}}
+        meta = {"labels": table, "regions_class_order": list(spec.regions_class_order)}
+    else:
+        meta = {"labels": {name: value for value, name in sorted(spec.names.items())}}
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "labels.json"
+    path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 def run_robustness(models: Sequence[str | Path], images: str | Path, labels: str | Path, out: str | Path,
                    shifts: Sequence[str] | None = None, device: str = "auto", seed: int = 0, workers: int = 1,
-                   modality: str | None = None) -> dict[str, Any]:
+                   modality: str | None = None, dataset: str | Path | None = None) -> dict[str, Any]:
     """Predict and score ``images`` unshifted and under each shift; write the report to ``out``.
+
+    Class names (and region scoring for a model trained on regions) come from ``dataset`` (a folder or its
+    ``dataset.json``), else from a ``dataset.json`` beside ``labels`` (``medseg evaluate``'s search), else
+    from the model's plan, written to ``out/labels.json``.
 
     Returns (and writes as ``out/robustness.json``) ``{"modality", "cases", "models", "rows": [...]}``,
     one row per variant (``unshifted`` first): ``shift``, ``strength``, per-class ``dice`` and ``hd95``,
     ``mean_dice``, ``mean_hd95``, ``delta_mean_dice``. Also ``robustness.md``, ``robustness.html`` and
     ``robustness.png`` (:mod:`medseg.evaluation.robustness_report`).
     """
-    from medseg.evaluation.evaluate import evaluate_folders
+    from medseg.evaluation.evaluate import evaluate_folders, load_label_spec
     from medseg.evaluation.robustness_report import write_report
     from medseg.inference.predict import load_model, predict
     from medseg.plan.network import resolve_device
 
     files, out = _images(Path(images)), Path(out)
     loaded = [load_model(m, resolve_device(device)) for m in models]
+    source = _label_source(dataset, labels, loaded[0].plan.label_spec, out)
+    spec = load_label_spec(labels, source)
     names = loaded[0].plan.channel_names.values()
     modality = modality or ("CT" if all(str(n).upper() == "CT" for n in names) else "MR")
     chosen = shifts_for(modality, shifts)
@@ -199,7 +226,8 @@ def run_robustness(models: Sequence[str | Path], images: str | Path, labels: str
         logger.info("robustness: %s (%d cases)", name, len(files))
         pred = out / "predictions" / name
         predict([str(m) for m in models], src, pred, device=device, loaded=loaded)
-        summary = evaluate_folders(pred, labels, out / "evaluation" / name, workers=workers, progress=False)
+        summary = evaluate_folders(pred, labels, out / "evaluation" / name, workers=workers, progress=False,
+                                   dataset=source, regions=spec is not None and spec.is_regions)
         rows.append({"shift": name, "strength": "-" if shift is None else shift.describe(modality), **_scores(summary)})
     base = rows[0]["mean_dice"]
     for row in rows:

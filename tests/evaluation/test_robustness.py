@@ -40,3 +40,24 @@ def test_unknown_shift_is_refused_with_the_choices():
     with pytest.raises(InputError, match=r"--shifts bias_field: unknown for CT; choose from offset, contrast"):
         shifts_for("CT", ["bias_field"])
     assert [s.name for s in shifts_for("MR")][-1] == "bias_field"
+
+
+def test_labels_without_a_dataset_json_are_named_from_the_model(tiny_dataset, tiny_run, tmp_path, capsys):
+    import shutil
+
+    from medseg.cli.main import main
+
+    labels = tmp_path / "exported" / "labels"  # no dataset.json here or in its two parents
+    shutil.copytree(tiny_dataset / "labelsTs", labels)
+    out = tmp_path / "rob"
+    args = ["robustness", "--model", str(tiny_run.run_dir), "--images", str(tiny_dataset / "imagesTs"),
+            "--labels", str(labels), "--shifts", "offset", "--device", "cpu"]
+    assert main([*args, "--out", str(out)]) == 0
+    result = json.loads((out / "robustness.json").read_text())
+    assert all(set(row["dice"]) == {"organ", "lesion"} for row in result["rows"])
+    assert json.loads((out / "labels.json").read_text()) == {"labels": {"background": 0, "organ": 1, "lesion": 2}}
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "rob2"), "--dataset", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing: no dataset.json found" in err and "Traceback" not in err
+    assert not (tmp_path / "rob2").exists()  # refused before any prediction was written
