@@ -94,6 +94,14 @@ class LabelSpec:
                 "regions": {k: list(v) for k, v in self.regions.items()} if self.regions is not None else None,
                 "regions_class_order": list(self.regions_class_order) if self.regions_class_order else None}
 
+    def dataset_labels(self) -> dict[str, Any]:
+        """``labels`` (and ``regions_class_order``) as a ``dataset.json`` writes them, nnU-Net v2 style: the
+        inverse of :func:`parse_labels`."""
+        if self.regions is None:
+            return {"labels": {name: value for value, name in sorted(self.names.items())}}
+        return {"labels": {"background": 0, **{k: list(v) for k, v in self.regions.items()}},
+                "regions_class_order": list(self.regions_class_order or ())}
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LabelSpec:
         regions = raw.get("regions")

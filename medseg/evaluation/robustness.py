@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.data.datalist import LabelSpec
 from medseg.errors import InputError
 from medseg.transforms import acquisition as acq
 
@@ -166,9 +167,9 @@ def _scores(summary: dict[str, Any]) -> dict[str, Any]:
             "mean_dice": summary["mean_foreground"]["dice"], "mean_hd95": summary["mean_foreground"]["hd95"]}
 
 
-def _label_source(dataset: str | Path | None, labels: str | Path, spec: Any, out: Path) -> Path:
+def _label_source(dataset: str | Path | None, labels: str | Path, spec: LabelSpec, out: Path) -> Path:
     """The ``dataset.json`` that names the labels: ``dataset``, the one found beside ``labels``, or
-    ``out/labels.json`` written from the model's label specification (nnU-Net v2 style)."""
+    ``out/labels.json`` written from the model's label specification."""
     import json
 
     from medseg.evaluation.evaluate import find_dataset_json
@@ -176,14 +177,9 @@ def _label_source(dataset: str | Path | None, labels: str | Path, spec: Any, out
     found = Path(dataset) if dataset is not None else find_dataset_json(labels)
     if found is not None:
         return found
-    if spec.is_regions:
-        table: dict[str, Any] = {"background": 0, **{k: list(v) for k, v in spec.regions.items()}}
-        meta = {"labels": table, "regions_class_order": list(spec.regions_class_order)}
-    else:
-        meta = {"labels": {name: value for value, name in sorted(spec.names.items())}}
     out.mkdir(parents=True, exist_ok=True)
     path = out / "labels.json"
-    path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(spec.dataset_labels(), indent=2) + "\n", encoding="utf-8")
     return path
 
 
@@ -227,7 +223,7 @@ def run_robustness(models: Sequence[str | Path], images: str | Path, labels: str
         pred = out / "predictions" / name
         predict([str(m) for m in models], src, pred, device=device, loaded=loaded)
         summary = evaluate_folders(pred, labels, out / "evaluation" / name, workers=workers, progress=False,
-                                   dataset=source, regions=spec is not None and spec.is_regions)
+                                   dataset=source, regions=spec.is_regions)
         rows.append({"shift": name, "strength": "-" if shift is None else shift.describe(modality), **_scores(summary)})
     base = rows[0]["mean_dice"]
     for row in rows:

@@ -56,3 +56,17 @@ def test_folds_are_disjoint_cover_all_and_seeded():
     assert val == folds[2] and len(train) + len(val) == 11
     with pytest.raises(InputError, match=r"--fold must be in \[0, 4\], got 5"):
         split_train_val(items, fold=5)
+
+
+@pytest.mark.parametrize("raw", [
+    {"labels": {"background": 0, "organ": 1, "lesion": 2}},
+    {"labels": {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "lesion": [3]}, "regions_class_order": [1, 2, 3]},
+], ids=["plain", "regions"])
+def test_dataset_labels_is_the_inverse_of_parse_labels(raw):
+    from medseg.data.datalist import parse_labels
+
+    spec = parse_labels(raw["labels"], "dataset.json", raw.get("regions_class_order"))
+    assert spec.dataset_labels() == raw
+    assert parse_labels(spec.dataset_labels()["labels"], "x", spec.dataset_labels().get("regions_class_order")) == spec
+    msd = parse_labels({"0": "background", "1": "organ", "2": "lesion"}, "dataset.json")  # MSD style comes out v2
+    assert msd.dataset_labels() == {"labels": {"background": 0, "organ": 1, "lesion": 2}}
