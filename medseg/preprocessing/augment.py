@@ -3,7 +3,7 @@
 The sampler reads a box of :func:`read_size` voxels around its chosen centre (from the whole volume or
 from the preprocessed store); :func:`augmentation` turns it into a patch of the plan's ``patch_size``:
 rotation and scaling about the box centre with a crop to the patch (an exact crop when neither is
-drawn), then intensity transforms on ``image``, then mirroring. Both run in the data-loader workers.
+drawn; past the box, image and label both repeat their edge voxels), then intensity transforms on ``image``, then mirroring. Both run in the data-loader workers.
 Which transforms, their probabilities and ranges come from the plan's ``augmentation`` section
 (:mod:`medseg.plan.augmentation`, where the rules and their nnU-Net origin are stated).
 
@@ -73,11 +73,10 @@ def augmentation(plan: Plan, keys: Sequence[str], modes: Sequence[str]) -> list[
     keys, modes = list(keys), list(modes)
     if aug.get("recipe") == "light":
         return _light(plan, keys, modes)
-    pads = ["zeros" if m == "nearest" else "border" for m in modes]
     rot, scale, mirror = aug["rotation"], aug["scale"], aug["mirror"]
     out: list[mt.Transform] = [RandPatchAffined(keys, plan.patch_size, rot["range_rad"], scale["range"],
                                                 prob_rotation=rot["prob"], prob_scale=scale["prob"],
-                                                scale_axes=scale["axes"], modes=modes, padding_modes=pads)]
+                                                scale_axes=scale["axes"], modes=modes, padding_modes="border")]
     out += _intensity(aug)
     out += [mt.RandFlipd(keys=keys, prob=mirror["prob"], spatial_axis=a) for a in mirror["axes"]]
     return out

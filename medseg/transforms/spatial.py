@@ -69,7 +69,8 @@ class RandPatchAffined(Randomizable, MapTransform):
         rotation_range: ``[[lo, hi]] * 3`` radians about x, y, z.
         scale_range: ``[lo, hi]``, MONAI's grid scale.
         scale_axes: axes the scale applies to (dummy 2D: the in-plane axes).
-        modes / padding_modes: per key, e.g. ``("bilinear", "nearest")`` and ``("border", "zeros")``.
+        modes / padding_modes: per key, e.g. ``("bilinear", "nearest")`` and ``"border"`` for both, so that
+            what is read past the box (a scale above the box's) repeats the edge in image and label alike.
     """
 
     def __init__(self, keys: KeysCollection, patch_size: Sequence[int], rotation_range: Sequence[Sequence[float]],

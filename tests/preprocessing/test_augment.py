@@ -122,3 +122,20 @@ def test_modality_chooses_the_intensity_transforms():
     mr = [type(t).__name__ for t in augmentation(_plan(modality="T1"), ["image", "label"], ["bilinear", "nearest"])]
     assert "RandShiftIntensityd" in ct and RandBiasFieldd.__name__ not in ct
     assert "RandShiftIntensityd" not in mr and RandBiasFieldd.__name__ in mr
+
+
+def test_a_scale_that_reads_past_the_box_repeats_image_and_label_alike():
+    # the read box covers scaling up to MAX_READ_SCALE; a larger factor reads past its border, where the
+    # image repeats its edge voxels: the label must repeat with it, not turn to background under organ
+    plan = _plan(**{"scale.prob": 1.0, "scale.range": [1.4, 1.4], "rotation.prob": 0.0, "mirror.prob": 0.0},
+                 **{f"{k}.prob": 0.0 for k in ("noise", "blur", "brightness", "offset", "contrast", "low_resolution")})
+    size = read_size(plan)
+    label = torch.zeros(1, *size)
+    label[0, : size[0] // 2 + 2] = 1  # an organ up to the box's low-x face
+    data = {"image": label * 4.0 - 2.0, "label": label}
+    for t in augmentation(plan, ["image", "label"], ["bilinear", "nearest"]):
+        data = t(data)
+    image, label = torch.as_tensor(data["image"]), torch.as_tensor(data["label"])
+    organ = image > 1.9  # voxels whose interpolated intensity is wholly organ
+    assert organ[0, 0].all()  # the patch's low-x face lies outside the box: it read the repeated organ
+    assert (label[organ] == 1).all() and (label[image < -1.9] == 0).all()
