@@ -3,7 +3,8 @@
 The sampler reads a box of :func:`read_size` voxels around its chosen centre (from the whole volume or
 from the preprocessed store); :func:`augmentation` turns it into a patch of the plan's ``patch_size``:
 rotation and scaling about the box centre with a crop to the patch (an exact crop when neither is
-drawn; past the box, image and label both repeat their edge voxels), then intensity transforms on ``image``, then mirroring. Both run in the data-loader workers.
+drawn; past the box, image and label both repeat their edge voxels), then intensity transforms on
+``image``, then mirroring. Both run in the data-loader workers.
 Which transforms, their probabilities and ranges come from the plan's ``augmentation`` section
 (:mod:`medseg.plan.augmentation`, where the rules and their nnU-Net origin are stated).
 
