@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from medseg.data.datalist import case_id, kfold_split, load_dataset, split_train_val
+from medseg.data.datalist import case_id, kfold_split, load_dataset, parse_labels, split_train_val
 from medseg.errors import InputError
 
 
@@ -63,8 +63,6 @@ def test_folds_are_disjoint_cover_all_and_seeded():
     {"labels": {"background": 0, "whole": [1, 2, 3], "core": [2, 3], "lesion": [3]}, "regions_class_order": [1, 2, 3]},
 ], ids=["plain", "regions"])
 def test_dataset_labels_is_the_inverse_of_parse_labels(raw):
-    from medseg.data.datalist import parse_labels
-
     spec = parse_labels(raw["labels"], "dataset.json", raw.get("regions_class_order"))
     assert spec.dataset_labels() == raw
     assert parse_labels(spec.dataset_labels()["labels"], "x", spec.dataset_labels().get("regions_class_order")) == spec
